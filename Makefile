@@ -1,0 +1,37 @@
+# masqroute — see README.md. Every target needs only Go.
+GO        ?= go
+PKGS      ?= ./...
+# Short benchmark smoke run inside `make test`: every benchmark executes a
+# few iterations so a broken benchmark fails CI.
+SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
+
+.PHONY: run test vet unit race bench-smoke bench fuzz lint clean
+
+run:
+	$(GO) run ./cmd/routerdemo
+
+test: vet race bench-smoke
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# unit runs the tests without the race detector (fast feedback).
+unit:
+	$(GO) test -count=1 -timeout 10m $(PKGS)
+
+# race runs every test, fuzz seed corpora included, under the race detector.
+race:
+	$(GO) test -count=1 -race -timeout 15m $(PKGS)
+
+bench-smoke:
+	$(GO) test $(SMOKE) -timeout 10m $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 60m $(PKGS)
+
+lint: vet
+
+clean:
+	$(GO) clean -testcache

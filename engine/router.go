@@ -1,0 +1,398 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/masqroute/masqroute/shardmap"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultRingSize      = 128
+	DefaultPendingBuffer = 100
+	DefaultInitTimeout   = 30 * time.Second
+	// DefaultBatchSize is how many datagrams a session goroutine pops and
+	// hands to its Handler at once.
+	DefaultBatchSize = 32
+)
+
+// Options configure a Router. The zero value is usable.
+type Options struct {
+	// MaxTunnels bounds the sessions the router holds, pending and active
+	// together. 0 means unlimited.
+	MaxTunnels int
+	// RingSize is each session's ring capacity in datagrams (rounded up to
+	// a power of two). Default DefaultRingSize.
+	RingSize int
+	// PendingBuffer bounds the datagrams held for a session whose Start is
+	// still running; they are handed over in arrival order on activation
+	// and dropped if Start fails. Default DefaultPendingBuffer; it is
+	// capped at the ring size.
+	PendingBuffer int
+	// InitTimeout bounds Kind.Start. Default DefaultInitTimeout.
+	InitTimeout time.Duration
+	// BatchSize is the most datagrams a Handler receives per call.
+	// Default DefaultBatchSize.
+	BatchSize int
+	// Kinds selects the session kind for StartSession. Default: an empty
+	// registry, which answers ErrUnknownKind for every protocol; the
+	// proxy passes one with CONNECT-UDP registered.
+	Kinds *Registry
+	// Hold, when enabled, keeps datagrams for streams the router does not
+	// know yet for a short while, in case their request is still in
+	// flight (RFC 9297 §2.1 permits a peer to send them early).
+	Hold HoldOptions
+	// Release, if set, receives every datagram slice the router is done
+	// with: after its Handler returned, or when it was dropped. A
+	// dispatcher that takes buffers from a pool gives them back here.
+	Release func([]byte)
+	// Logger receives the router's debug and error logs. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// Shards is the shard count of the session map (power of two).
+	// Default 8.
+	Shards int
+}
+
+func (o Options) withDefaults() Options {
+	if o.RingSize <= 0 {
+		o.RingSize = DefaultRingSize
+	}
+	if o.PendingBuffer <= 0 {
+		o.PendingBuffer = DefaultPendingBuffer
+	}
+	if o.InitTimeout <= 0 {
+		o.InitTimeout = DefaultInitTimeout
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.Kinds == nil {
+		o.Kinds = NewRegistry()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Shards <= 0 {
+		o.Shards = 8
+	}
+	o.Hold = o.Hold.withDefaults()
+	return o
+}
+
+// A Router routes the HTTP Datagrams of one HTTP/3 connection to the
+// sessions that own them, keyed by stream ID. It is the Go form of the seed's
+// masque_server_connection, split in two planes:
+//
+//   - The data plane is Dispatch: one wait-free map lookup and one wait-free
+//     ring push. It never takes a lock, never sends on a channel, never
+//     allocates, and never waits for the control plane. Any number of
+//     goroutines may call it at once.
+//   - The control plane is one goroutine per router (RoutineControl). It
+//     alone writes the session map: it starts, registers, unregisters and
+//     cancels sessions, and it handles stream resets and Close. Public
+//     methods other than Dispatch, Lookup and Stats send it a request.
+//
+// Each active session has a goroutine of its own (routineSession) that pops
+// its ring in batches and parks only when the ring is empty. A session's
+// Kind.Start runs on that same goroutine before activation, so a slow init
+// delays nothing but its own session.
+type Router struct {
+	opts     Options
+	sessions *shardmap.Map[Session]
+
+	// hold keeps datagrams for not-yet-known streams; nil when disabled.
+	hold *holdQueue
+
+	ctl      chan ctlMsg   // requests to the control plane
+	stopping chan struct{} // closed by Close: the control plane shuts down
+	stopped  chan struct{} // closed when the control plane has exited
+	stopOnce sync.Once
+
+	// wg counts the control plane, every init/session goroutine and every
+	// held-datagram timer; Close waits for it.
+	wg sync.WaitGroup
+
+	// baseCtx parents every init context; cancelled by Close.
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+
+	// live counts pending + active sessions. Written by the control plane
+	// only.
+	live int
+
+	counters counters
+}
+
+// NewRouter returns a router and starts its control plane. Call Close when
+// the connection ends.
+func NewRouter(opts Options) *Router {
+	opts = opts.withDefaults()
+	if opts.PendingBuffer > opts.RingSize {
+		opts.PendingBuffer = opts.RingSize
+	}
+	r := &Router{
+		opts:     opts,
+		sessions: shardmap.New[Session](shardmap.WithShards(opts.Shards)),
+		ctl:      make(chan ctlMsg, 16),
+		stopping: make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	r.baseCtx, r.baseCancel = context.WithCancel(context.Background())
+	if opts.Hold.enabled() {
+		r.hold = newHoldQueue(opts.Hold)
+	}
+	r.wg.Add(1)
+	go r.RoutineControl()
+	return r
+}
+
+// Dispatch routes one datagram payload (context ID first, as on the wire
+// after the quarter stream ID) to the session of streamID.
+//
+// Dispatch is the data plane: it is wait-free, allocation-free and safe for
+// concurrent use by any number of goroutines. The router owns d from the
+// call on: it goes to the session's Handler, or it is dropped and counted,
+// and either way Options.Release receives it in the end. Datagrams from one
+// dispatching goroutine reach a session in the order they were dispatched.
+func (r *Router) Dispatch(streamID uint64, d []byte) DispatchResult {
+	s := r.sessions.Load(streamID)
+	if s == nil {
+		return r.dispatchUnknownSlow(streamID, d)
+	}
+	if s.ring.TryPush(d) {
+		return Queued
+	}
+	return r.dispatchRefusedSlow(s, d)
+}
+
+// DispatchResult says what Dispatch did with a datagram.
+type DispatchResult uint8
+
+const (
+	// Queued: the datagram is in the session's ring.
+	Queued DispatchResult = iota
+	// Held: no session yet; the datagram waits briefly for its request.
+	Held
+	// DroppedUnknown: no session has this stream ID.
+	DroppedUnknown
+	// DroppedPendingOverflow: the session is still starting and its
+	// pending buffer is full.
+	DroppedPendingOverflow
+	// DroppedRingFull: the session's ring is full; its consumer is behind.
+	DroppedRingFull
+	// DroppedClosed: the session has ended (or is ending).
+	DroppedClosed
+)
+
+var dispatchResultNames = [...]string{"queued", "held", "dropped-unknown", "dropped-pending-overflow", "dropped-ring-full", "dropped-closed"}
+
+func (d DispatchResult) String() string {
+	if int(d) < len(dispatchResultNames) {
+		return dispatchResultNames[d]
+	}
+	return "DispatchResult(?)"
+}
+
+// dispatchUnknownSlow handles a datagram for a stream with no session.
+func (r *Router) dispatchUnknownSlow(streamID uint64, d []byte) DispatchResult {
+	if r.hold != nil && r.hold.tryHold(streamID, d) {
+		r.counters.held.Add(1)
+		return Held
+	}
+	r.counters.unknownDirect.Add(1)
+	r.release(d)
+	return DroppedUnknown
+}
+
+// dispatchRefusedSlow attributes a refused push to a reason by the state the
+// session is in after the refusal.
+func (r *Router) dispatchRefusedSlow(s *Session, d []byte) DispatchResult {
+	var res DispatchResult
+	switch s.state.load() {
+	case StatePending:
+		r.counters.pendingRefused.Add(1)
+		res = DroppedPendingOverflow
+	case StateActive:
+		r.counters.ringRefused.Add(1)
+		res = DroppedRingFull
+	default:
+		r.counters.closedRefused.Add(1)
+		res = DroppedClosed
+	}
+	r.release(d)
+	return res
+}
+
+func (r *Router) release(d []byte) {
+	if r.opts.Release != nil {
+		r.opts.Release(d)
+	}
+}
+
+// Lookup returns the session routed for streamID, pending or active; the
+// seed's lookup_session/2. It is wait-free.
+func (r *Router) Lookup(streamID uint64) (*Session, bool) {
+	s := r.sessions.Load(streamID)
+	return s, s != nil
+}
+
+// StartSession starts a session for streamID: it picks the Kind from args
+// through Options.Kinds, runs its Start on a new goroutine and blocks until
+// Start returns, ctx ends, the stream is reset, or Options.InitTimeout
+// passes. The router keeps routing meanwhile; datagrams for the pending
+// stream are held and delivered in order on activation.
+//
+// If ctx ends first, StartSession cancels the pending session (as the seed's
+// starter calls cancel_pending/2 when it times out) and returns ctx.Err(); if
+// the session won the race and is already active, it is returned with a nil
+// error. Other errors: ErrTooManyTunnels, ErrStreamExists, ErrUnknownKind,
+// ErrRouterClosed, ErrStreamReset, ErrCancelled, and init failures matching
+// ErrInitFailed (and ErrInitTimeout when the timeout passed).
+func (r *Router) StartSession(ctx context.Context, streamID uint64, args Args) (*Session, error) {
+	if err := checkStreamID(streamID); err != nil {
+		return nil, err
+	}
+	kind, err := r.opts.Kinds.Select(args)
+	if err != nil {
+		r.counters.rejectedKind.Add(1)
+		return nil, err
+	}
+	reply := make(chan ctlReply, 1)
+	res, err := r.call(ctlMsg{op: opStart, id: streamID, kind: kind, args: args, reply: reply})
+	if err != nil {
+		return nil, err
+	}
+	s := res.s
+	timer := time.NewTimer(r.opts.InitTimeout)
+	defer timer.Stop()
+	var gaveUp error
+	select {
+	case <-s.ready:
+		return s.startResult()
+	case <-ctx.Done():
+		gaveUp = ctx.Err()
+	case <-timer.C:
+		// Kind.Start has the same deadline on its context; this catches
+		// a Start that ignores it.
+		gaveUp = &initError{ErrInitTimeout}
+	}
+	// The starter gave up: cancel, unless activation won the race.
+	if err := r.cancel(streamID, gaveUp); err == ErrAlreadyActive {
+		<-s.ready // the activating goroutine closes it right after its CAS
+		return s.startResult()
+	}
+	<-s.ready
+	return nil, gaveUp
+}
+
+// Register makes h the owner of streamID's datagrams, with no init: the
+// session is active at once (the seed's register_session/3). A nil h makes
+// a pull-mode session, whose datagrams its owner takes with Session.Pop and
+// Session.Arm instead of a Handler; the client side uses it.
+func (r *Router) Register(streamID uint64, h Handler) (*Session, error) {
+	if err := checkStreamID(streamID); err != nil {
+		return nil, err
+	}
+	res, err := r.call(ctlMsg{op: opRegister, id: streamID, handler: h, reply: make(chan ctlReply, 1)})
+	return res.s, err
+}
+
+// Unregister ends the session of streamID, pending or active, with reason
+// ErrUnregistered (the seed's unregister_session/2). An unknown stream is
+// not an error.
+func (r *Router) Unregister(streamID uint64) error {
+	_, err := r.call(ctlMsg{op: opEnd, id: streamID, reason: ErrUnregistered, reply: make(chan ctlReply, 1)})
+	return err
+}
+
+// CancelPending cancels the pending session of streamID (the seed's
+// cancel_pending/2): it returns nil if the session was pending (now
+// cancelled) or unknown, and ErrAlreadyActive if it is active. Its Start is
+// told through its context; whatever Handler Start returns is closed at once.
+func (r *Router) CancelPending(streamID uint64) error {
+	return r.cancel(streamID, ErrCancelled)
+}
+
+func (r *Router) cancel(streamID uint64, reason error) error {
+	res, err := r.call(ctlMsg{op: opCancel, id: streamID, reason: reason, reply: make(chan ctlReply, 1)})
+	if err != nil {
+		return err
+	}
+	return res.err
+}
+
+// Reset reports that the peer reset streamID. A pending session is cancelled
+// and its StartSession caller released at once with ErrStreamReset; an
+// active one is closed and its Handler told ErrStreamReset.
+func (r *Router) Reset(streamID uint64) error {
+	_, err := r.call(ctlMsg{op: opEnd, id: streamID, reason: ErrStreamReset, reply: make(chan ctlReply, 1)})
+	return err
+}
+
+// Close ends the router: every live session is told ErrRouterClosed, every
+// pending init is cancelled, and Close returns once every goroutine the
+// router started has ended. Close is idempotent and safe to call
+// concurrently; every call waits for the end.
+func (r *Router) Close() error {
+	r.stopOnce.Do(func() { close(r.stopping) })
+	r.wg.Wait()
+	return nil
+}
+
+// Done is closed once the router's control plane has shut down.
+func (r *Router) Done() <-chan struct{} { return r.stopped }
+
+// call sends m to the control plane and waits for its reply.
+func (r *Router) call(m ctlMsg) (ctlReply, error) {
+	select {
+	case r.ctl <- m:
+	case <-r.stopping:
+		return ctlReply{}, ErrRouterClosed
+	}
+	select {
+	case res := <-m.reply:
+		return res, res.callErr
+	case <-r.stopped:
+		select {
+		case res := <-m.reply:
+			return res, res.callErr
+		default:
+			return ctlReply{}, ErrRouterClosed
+		}
+	}
+}
+
+// post sends m to the control plane without waiting for a reply. It gives up
+// once the control plane is stopping: shutdown handles every session anyway.
+func (r *Router) post(m ctlMsg) {
+	select {
+	case r.ctl <- m:
+	case <-r.stopping:
+	}
+}
+
+// checkStreamID accepts client-initiated bidirectional stream IDs, the only
+// streams that carry HTTP/3 requests, below the QUIC limit of 2^62.
+func checkStreamID(id uint64) error {
+	if id%4 != 0 || id >= 1<<62 {
+		return ErrInvalidStreamID
+	}
+	return nil
+}
+
+// atomicError is an error set at most once and read after a channel close
+// or an atomic load has published it.
+type atomicError struct{ p atomic.Pointer[error] }
+
+func (a *atomicError) store(err error) { a.p.Store(&err) }
+func (a *atomicError) load() error {
+	if p := a.p.Load(); p != nil {
+		return *p
+	}
+	return nil
+}

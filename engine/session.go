@@ -1,0 +1,300 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/masqroute/masqroute/ringbuf"
+)
+
+// A Session is one tunnel routed by a Router: the owner of one stream's
+// datagrams.
+//
+// Ownership of its ring's consumer side: while pending, the session's init
+// goroutine; once active, the same goroutine as its session goroutine (or,
+// for a pull-mode session, whoever holds pullMu); after the session ends, the
+// goroutine that tears it down. Exactly one of them at any time.
+type Session struct {
+	id     uint64
+	router *Router
+	state  stateWord
+	ring   *ringbuf.Ring[[]byte]
+
+	// ready is closed by whoever wins the transition out of StatePending,
+	// after storing startErr; StartSession waits on it.
+	ready    chan struct{}
+	startErr atomicError
+
+	// done is closed by the control plane when an active session must
+	// end, after storing endReason.
+	done      chan struct{}
+	endReason atomicError
+
+	// handler is nil for a pull-mode session. Written by the init
+	// goroutine before its pending → active transition publishes it.
+	handler Handler
+	// initCancel cancels Kind.Start's context. nil for registered
+	// sessions.
+	initCancel context.CancelFunc
+
+	// pullMu serializes the consumers of a pull-mode session: Pop and
+	// the teardown.
+	pullMu sync.Mutex
+
+	delivered atomic.Uint64 // datagrams handed to the Handler or popped
+	protocol  string
+}
+
+func newSession(r *Router, id uint64, protocol string, state State, limit int) *Session {
+	s := &Session{
+		id:       id,
+		router:   r,
+		ring:     ringbuf.New[[]byte](r.opts.RingSize),
+		ready:    make(chan struct{}),
+		done:     make(chan struct{}),
+		protocol: protocol,
+	}
+	s.state.v.Store(uint32(state))
+	s.ring.SetLimit(limit)
+	return s
+}
+
+// StreamID is the stream whose datagrams the session owns.
+func (s *Session) StreamID() uint64 { return s.id }
+
+// State is the session's current state.
+func (s *Session) State() State { return s.state.load() }
+
+// Protocol is the protocol the session was started for ("" when registered).
+func (s *Session) Protocol() string { return s.protocol }
+
+// Router is the router the session belongs to.
+func (s *Session) Router() *Router { return s.router }
+
+// Done is closed when an active session has ended. A session that never
+// became active never closes it.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is the reason the session ended, or nil while it is pending or active.
+func (s *Session) Err() error {
+	if err := s.endReason.load(); err != nil {
+		return err
+	}
+	return s.startErr.load()
+}
+
+// Close ends the session with reason ErrUnregistered; it is the way a Kind
+// or Handler ends its own session (the target went away, an idle timeout).
+// It does not wait for the control plane and may be called from the
+// Handler's own goroutine.
+func (s *Session) Close() { s.CloseWithError(ErrUnregistered) }
+
+// CloseWithError ends the session with the given reason, which its
+// Handler's Close receives. Later calls have no effect.
+func (s *Session) CloseWithError(reason error) {
+	if reason == nil {
+		reason = ErrUnregistered
+	}
+	s.router.post(ctlMsg{op: opEndSession, s: s, reason: reason})
+}
+
+// SessionStats are one session's counters.
+type SessionStats struct {
+	State     State
+	Queued    int    // datagrams in the ring now
+	Accepted  uint64 // datagrams pushed into the ring
+	Delivered uint64 // datagrams handed to the Handler (or popped)
+	Refused   uint64 // datagrams the ring refused (full, over the pending limit, or closed)
+}
+
+// Stats returns a snapshot of the session's counters.
+func (s *Session) Stats() SessionStats {
+	rs := s.ring.Stats()
+	return SessionStats{
+		State:     s.state.load(),
+		Queued:    s.ring.Len(),
+		Accepted:  rs.Pushed,
+		Delivered: s.delivered.Load(),
+		Refused:   rs.Dropped,
+	}
+}
+
+func (s *Session) String() string {
+	return fmt.Sprintf("session(stream=%d %s %s)", s.id, s.protocol, s.state.load())
+}
+
+// startResult is what StartSession returns once ready is closed.
+func (s *Session) startResult() (*Session, error) {
+	if err := s.startErr.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// routineInit runs Kind.Start for a pending session and, if it activates,
+// goes on as the session goroutine.
+func (s *Session) routineInit(ctx context.Context, kind Kind, args Args) {
+	r := s.router
+	defer r.wg.Done()
+	defer s.initCancel()
+
+	h, err := callStart(ctx, kind, s, args)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == context.DeadlineExceeded {
+			err = ErrInitTimeout
+		}
+		if s.state.transition(StatePending, StateFailed) {
+			r.counters.failed.Add(1)
+			r.counters.pending.Add(-1)
+			s.startErr.store(&initError{err})
+			close(s.ready) // release the starter
+			r.post(ctlMsg{op: opForget, s: s})
+		}
+		// Else a cancel won; the canceller released the starter and
+		// removed the session.
+		s.teardown()
+		return
+	}
+
+	s.handler = h
+	if !s.state.transition(StatePending, StateActive) {
+		// A cancel won the race: this init came too late. Tear its
+		// handler down; it never sees a datagram.
+		<-s.ready
+		h.Close(s.startErr.load())
+		s.teardown()
+		return
+	}
+	r.counters.activated.Add(1)
+	r.counters.pending.Add(-1)
+	r.counters.active.Add(1)
+	// Raise the pending limit to the full ring. A concurrent end closed
+	// the ring already if it came first; raising a closed ring's limit
+	// has no effect.
+	s.ring.SetLimit(s.ring.Cap())
+	close(s.ready) // release the starter
+	s.drain()
+}
+
+// callStart runs kind.Start, turning a panic into an error.
+func callStart(ctx context.Context, kind Kind, s *Session, args Args) (h Handler, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			h, err = nil, fmt.Errorf("panic in session init: %v", p)
+		}
+	}()
+	h, err = kind.Start(ctx, s, args)
+	if err == nil && h == nil {
+		err = errors.New("session kind returned no handler")
+	}
+	return h, err
+}
+
+// drain is the body of the session goroutine of an active session: pop a
+// batch, hand it to the Handler, park only when the ring is empty.
+func (s *Session) drain() {
+	r := s.router
+	batch := make([][]byte, r.opts.BatchSize)
+	for s.state.load() == StateActive {
+		n := s.ring.PopBatch(batch)
+		if n == 0 {
+			if !s.ring.Wait(s.done) {
+				break
+			}
+			continue
+		}
+		s.deliver(batch[:n])
+		clear(batch[:n])
+	}
+	<-s.done // the ender stores endReason before closing done
+	s.closeHandler(s.endReason.load())
+	s.teardown()
+}
+
+// deliver hands a batch to the Handler, then releases it. A panicking
+// Handler ends its session.
+func (s *Session) deliver(batch [][]byte) {
+	s.delivered.Add(uint64(len(batch))) // counted as handed over, not as handled
+	defer func() {
+		if p := recover(); p != nil {
+			s.router.opts.Logger.Error("masqroute: handler panicked; closing session",
+				"stream", s.id, "panic", p)
+			s.CloseWithError(fmt.Errorf("handler panic: %v", p))
+		}
+		for _, d := range batch {
+			s.router.release(d)
+		}
+	}()
+	s.handler.HandleDatagrams(batch)
+}
+
+func (s *Session) closeHandler(reason error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.router.opts.Logger.Error("masqroute: handler Close panicked", "stream", s.id, "panic", p)
+		}
+	}()
+	s.handler.Close(reason)
+}
+
+// teardown runs once per session, on the goroutine that consumes its ring
+// last. It closes the ring, discards what is left (counted as dropped) and
+// folds the session's counters into the router's totals. After Drain
+// returns no push can succeed any more, so the folded numbers are final.
+func (s *Session) teardown() {
+	r := s.router
+	s.ring.Close()
+	discarded := s.ring.Drain(r.release)
+	rs := s.ring.Stats()
+	r.counters.discarded.Add(uint64(discarded))
+	r.counters.foldedPushed.Add(rs.Pushed)
+	r.counters.foldedDelivered.Add(s.delivered.Load())
+}
+
+// Pop moves up to len(dst) datagrams of a pull-mode session into dst and
+// returns how many; it does not block. The slices belong to the caller, who
+// passes them to Options.Release when done if the router's owner pools
+// them. Pop must not be called on a session that has a Handler.
+func (s *Session) Pop(dst [][]byte) int {
+	if s.handler != nil {
+		panic("engine: Pop on a session with a Handler")
+	}
+	s.pullMu.Lock()
+	defer s.pullMu.Unlock()
+	if s.state.load() != StateActive {
+		return 0
+	}
+	n := s.ring.PopBatch(dst)
+	s.delivered.Add(uint64(n))
+	return n
+}
+
+// Arm, Notify and Disarm let the owner of a pull-mode session park until
+// its ring becomes non-empty, together with its own deadlines:
+//
+//	if s.Arm() {
+//		select {
+//		case <-s.Notify():
+//		case <-s.Done():
+//		case <-deadline:
+//		}
+//		s.Disarm()
+//	}
+//	n := s.Pop(buf)
+//
+// Arm returns false when there is something to pop already. Only one
+// goroutine may wait at a time.
+func (s *Session) Arm() bool                { return s.ring.Arm() }
+func (s *Session) Notify() <-chan struct{} { return s.ring.Notify() }
+func (s *Session) Disarm()                  { s.ring.Disarm() }
+
+// teardownPull ends a pull-mode session's ring under pullMu, so no Pop runs
+// concurrently with the Drain.
+func (s *Session) teardownPull() {
+	s.pullMu.Lock()
+	defer s.pullMu.Unlock()
+	s.teardown()
+}

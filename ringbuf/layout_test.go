@@ -1,0 +1,73 @@
+package ringbuf
+
+import (
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/require"
+)
+
+// hwLine is the false-sharing unit the layout must respect: fields written by
+// different parties must be at least this far apart.
+const hwLine = 64
+
+type fieldPos struct {
+	name  string
+	off   uintptr
+	size  uintptr
+	group string // who writes it
+}
+
+func layoutOf[T any]() []fieldPos {
+	var r Ring[T]
+	prod, park, cons := unsafe.Offsetof(r.prod), unsafe.Offsetof(r.park), unsafe.Offsetof(r.cons)
+	return []fieldPos{
+		{"slots", unsafe.Offsetof(r.slots), unsafe.Sizeof(r.slots), "read-mostly"},
+		{"mask", unsafe.Offsetof(r.mask), unsafe.Sizeof(r.mask), "read-mostly"},
+		{"limit", unsafe.Offsetof(r.limit), unsafe.Sizeof(r.limit), "read-mostly"},
+		{"wake", unsafe.Offsetof(r.wake), unsafe.Sizeof(r.wake), "read-mostly"},
+		{"count", prod + unsafe.Offsetof(r.prod.count), unsafe.Sizeof(r.prod.count), "producers"},
+		{"tail", prod + unsafe.Offsetof(r.prod.tail), unsafe.Sizeof(r.prod.tail), "producers"},
+		{"dropped", prod + unsafe.Offsetof(r.prod.dropped), unsafe.Sizeof(r.prod.dropped), "producers"},
+		{"parked", park + unsafe.Offsetof(r.park.parked), unsafe.Sizeof(r.park.parked), "park"},
+		{"wakeups", park + unsafe.Offsetof(r.park.wakeups), unsafe.Sizeof(r.park.wakeups), "park"},
+		{"head", cons + unsafe.Offsetof(r.cons.head), unsafe.Sizeof(r.cons.head), "consumer"},
+	}
+}
+
+// TestLayout fails if a change to Ring puts fields written by different
+// parties within one cache line of each other, or lets a hot group spill
+// over one line.
+func TestLayout(t *testing.T) {
+	require.Equal(t, uintptr(cacheLinePad), unsafe.Sizeof(producerLine{}))
+	require.Equal(t, uintptr(cacheLinePad), unsafe.Sizeof(parkLine{}))
+	require.Equal(t, uintptr(cacheLinePad), unsafe.Sizeof(consumerLine{}))
+
+	check := func(t *testing.T, fields []fieldPos) {
+		span := map[string][2]uintptr{} // group -> [first byte, end]
+		for _, f := range fields {
+			s, ok := span[f.group]
+			if !ok {
+				s = [2]uintptr{f.off, f.off + f.size}
+			}
+			span[f.group] = [2]uintptr{min(s[0], f.off), max(s[1], f.off+f.size)}
+		}
+		for g, s := range span {
+			require.LessOrEqual(t, s[1]-s[0], uintptr(hwLine), "group %s spans more than one line", g)
+		}
+		for _, a := range fields {
+			for _, b := range fields {
+				if a.group == b.group || a.off > b.off {
+					continue
+				}
+				gap := b.off - (a.off + a.size)
+				require.GreaterOrEqual(t, gap, uintptr(hwLine),
+					"%s (%s) and %s (%s) are %d bytes apart", a.name, a.group, b.name, b.group, gap)
+			}
+		}
+	}
+	// The layout must not depend on T.
+	t.Run("bytes", func(t *testing.T) { check(t, layoutOf[[]byte]()) })
+	t.Run("pointer", func(t *testing.T) { check(t, layoutOf[*dgram]()) })
+	t.Run("struct", func(t *testing.T) { check(t, layoutOf[dgram]()) })
+}

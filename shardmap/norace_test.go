@@ -1,0 +1,5 @@
+//go:build !race
+
+package shardmap
+
+const raceEnabled = false
