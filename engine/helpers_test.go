@@ -85,11 +85,11 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // gateKind is a Kind whose Start announces itself and then waits for the
 // test to say how it ends.
 type gateKind struct {
-	started chan *Session      // receives each session whose Start began
-	release chan gateOutcome   // one outcome per Start
-	handler func() *recorder   // makes the handler Start returns
-	made    chan *recorder     // receives each handler made
-	ctxErr  chan error         // receives ctx.Err() when Start returns by ctx
+	started chan *Session    // receives each session whose Start began
+	release chan gateOutcome // one outcome per Start
+	handler func() *recorder // makes the handler Start returns
+	made    chan *recorder   // receives each handler made
+	ctxErr  chan error       // receives ctx.Err() when Start returns by ctx
 }
 
 type gateOutcome struct {

@@ -287,9 +287,9 @@ func (s *Session) Pop(dst [][]byte) int {
 //
 // Arm returns false when there is something to pop already. Only one
 // goroutine may wait at a time.
-func (s *Session) Arm() bool                { return s.ring.Arm() }
+func (s *Session) Arm() bool               { return s.ring.Arm() }
 func (s *Session) Notify() <-chan struct{} { return s.ring.Notify() }
-func (s *Session) Disarm()                  { s.ring.Disarm() }
+func (s *Session) Disarm()                 { s.ring.Disarm() }
 
 // teardownPull ends a pull-mode session's ring under pullMu, so no Pop runs
 // concurrently with the Drain.
