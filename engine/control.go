@@ -136,6 +136,7 @@ func (r *Router) registerLocked(id uint64, h Handler) (*Session, error) {
 	}
 	s := newSession(r, id, "", StateActive, r.opts.RingSize)
 	s.handler = h
+	s.pull = h == nil
 	close(s.ready)
 	r.insertLocked(s)
 	r.counters.registered.Add(1)
@@ -196,7 +197,7 @@ func (r *Router) endLocked(s *Session, reason error) {
 	r.removeLocked(s)
 	s.ring.Close()
 	close(s.done) // tell the session goroutine (or the pull-mode owner)
-	if s.handler == nil {
+	if s.pull {
 		s.teardownPull()
 	}
 }

@@ -34,8 +34,11 @@ type Session struct {
 	endReason atomicError
 
 	// handler is nil for a pull-mode session. Written by the init
-	// goroutine before its pending → active transition publishes it.
+	// goroutine before its pending → active transition publishes it;
+	// read only by the session goroutine.
 	handler Handler
+	// pull marks a session registered without a Handler. Immutable.
+	pull bool
 	// initCancel cancels Kind.Start's context. nil for registered
 	// sessions.
 	initCancel context.CancelFunc
@@ -159,13 +162,13 @@ func (s *Session) routineInit(ctx context.Context, kind Kind, args Args) {
 		return
 	}
 
-	s.handler = h
+	s.handler = h // published by the transition below
 	if !s.state.transition(StatePending, StateActive) {
 		// A cancel won the race: this init came too late. Tear its
 		// handler down; it never sees a datagram.
 		<-s.ready
-		h.Close(s.startErr.load())
 		s.teardown()
+		s.closeHandler(s.startErr.load())
 		return
 	}
 	r.counters.activated.Add(1)
@@ -210,8 +213,8 @@ func (s *Session) drain() {
 		clear(batch[:n])
 	}
 	<-s.done // the ender stores endReason before closing done
-	s.closeHandler(s.endReason.load())
 	s.teardown()
+	s.closeHandler(s.endReason.load())
 }
 
 // deliver hands a batch to the Handler, then releases it. A panicking
@@ -259,7 +262,7 @@ func (s *Session) teardown() {
 // passes them to Options.Release when done if the router's owner pools
 // them. Pop must not be called on a session that has a Handler.
 func (s *Session) Pop(dst [][]byte) int {
-	if s.handler != nil {
+	if !s.pull {
 		panic("engine: Pop on a session with a Handler")
 	}
 	s.pullMu.Lock()
