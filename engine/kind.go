@@ -113,3 +113,9 @@ func (r *Registry) Select(args Args) (Kind, error) {
 	}
 	return k, nil
 }
+
+// A DatagramSender sends one HTTP/3 Datagram (quarter stream ID first) to the
+// peer. *quic.Conn satisfies it: it copies b, so b may be reused at once.
+type DatagramSender interface {
+	SendDatagram(b []byte) error
+}

@@ -46,6 +46,10 @@ type Options struct {
 	// know yet for a short while, in case their request is still in
 	// flight (RFC 9297 §2.1 permits a peer to send them early).
 	Hold HoldOptions
+	// Sender carries HTTP Datagrams back to the peer: Session.SendDatagram
+	// uses it. *quic.Conn satisfies it. May be nil for a router that only
+	// receives.
+	Sender DatagramSender
 	// Release, if set, receives every datagram slice the router is done
 	// with: after its Handler returned, or when it was dropped. A
 	// dispatcher that takes buffers from a pool gives them back here.

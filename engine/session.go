@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/ringbuf"
 )
 
@@ -300,4 +301,25 @@ func (s *Session) teardownPull() {
 	s.pullMu.Lock()
 	defer s.pullMu.Unlock()
 	s.teardown()
+}
+
+// ErrNoSender: the router has no Options.Sender.
+var ErrNoSender = errors.New("masqroute: router has no datagram sender")
+
+// SendDatagram sends buf[off:] to the peer as an HTTP Datagram of this
+// session with the given context ID. The quarter stream ID and context ID
+// are written into buf just before off, so buf[:off] must have room for them
+// (wire.MaxDatagramHeaderLen bytes always suffice; 2 do for context 0 on
+// streams below 256). Nothing is copied or allocated here; the
+// Options.Sender copies if it keeps the bytes (quic-go does).
+//
+// There is no delivery guarantee, as for any QUIC datagram; the call blocks
+// while the connection's send queue is full.
+func (s *Session) SendDatagram(buf []byte, off int, contextID uint64) error {
+	snd := s.router.opts.Sender
+	if snd == nil {
+		return ErrNoSender
+	}
+	start := wire.PutDatagramHeader(buf, off, s.id, contextID)
+	return snd.SendDatagram(buf[start:])
 }

@@ -18,9 +18,9 @@ var (
 	// caller closes the connection with H3_DATAGRAM_ERROR (RFC 9297 §2.1).
 	ErrQuarterStreamIDTooLarge = errors.New("wire: quarter stream ID above 2^60-1")
 	// ErrCapsuleTooLarge: a wanted capsule's Length exceeds the reader's
-	// maximum value size. The capsule was not consumed; the caller resets the
-	// stream (H3_MESSAGE_ERROR, RFC 9297 §3.3 leaves the limit to the
-	// receiver).
+	// maximum value size, a limit of masqroute's own that protects its
+	// memory. The capsule was not consumed; the caller resets the stream
+	// with H3_MESSAGE_ERROR, as for a malformed capsule.
 	ErrCapsuleTooLarge = errors.New("wire: capsule too large")
 	// ErrMalformedCapsule: the stream ended inside a capsule (RFC 9297 §3.3:
 	// a capsule truncated by the end of the stream is malformed). The error

@@ -1,0 +1,263 @@
+// Package client is masqroute's CONNECT-UDP client (RFC 9298): it opens
+// UDP tunnels through a MASQUE proxy over one HTTP/3 connection and gives
+// each as a net.PacketConn-like UDPConn.
+//
+// Incoming datagrams are routed by the same engine.Router the proxy uses:
+// one goroutine reads the connection's QUIC datagrams and dispatches them by
+// stream ID to each tunnel's ring, from which UDPConn.Read pops.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/template"
+	"github.com/masqroute/masqroute/engine/internal/wire"
+)
+
+// Config configures a client connection. The zero value is usable with a
+// TLSConfig that trusts the proxy.
+type Config struct {
+	// TLSConfig is used for the QUIC handshake; "h3" is added to its
+	// NextProtos.
+	TLSConfig *tls.Config
+	// QUICConfig is cloned; datagrams are switched on.
+	QUICConfig *quic.Config
+	// Template is the proxy's CONNECT-UDP URI template. Default
+	// engine.DefaultUDPTemplate, with {authority} the proxy's address.
+	Template string
+	// RingSize is each tunnel's receive queue in datagrams. Default
+	// engine.DefaultRingSize.
+	RingSize int
+	// Logger receives debug logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// A Conn is one HTTP/3 connection to a proxy. It carries any number of
+// tunnels and is safe for concurrent use.
+type Conn struct {
+	qc        *quic.Conn
+	h3        *http3.RawClientConn
+	router    *engine.Router
+	tmpl      *template.Template
+	authority string
+	ringSize  int
+	log       *slog.Logger
+
+	settingsReady chan struct{} // closed once the proxy's SETTINGS arrived
+	settings      wire.Settings // valid after settingsReady
+	datagrams     bool          // both sides do HTTP/3 datagrams
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup // the connection's goroutines
+}
+
+// Dial connects to the proxy at addr (host:port) over QUIC and HTTP/3.
+func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	tlsConf := &tls.Config{}
+	if cfg.TLSConfig != nil {
+		tlsConf = cfg.TLSConfig.Clone()
+	}
+	tlsConf.NextProtos = append([]string{http3.NextProtoH3}, tlsConf.NextProtos...)
+	qconf := &quic.Config{}
+	if cfg.QUICConfig != nil {
+		qconf = cfg.QUICConfig.Clone()
+	}
+	qconf.EnableDatagrams = true
+	qc, err := quic.DialAddr(ctx, addr, tlsConf, qconf)
+	if err != nil {
+		return nil, fmt.Errorf("masqroute client: dial %s: %w", addr, err)
+	}
+	c, err := NewConn(qc, addr, cfg)
+	if err != nil {
+		qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeInternalError), "")
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewConn runs the client over an established QUIC connection to the proxy
+// whose authority (host:port, as the proxy knows itself) is authority.
+func NewConn(qc *quic.Conn, authority string, cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	raw := cfg.Template
+	if raw == "" {
+		raw = engine.DefaultUDPTemplate
+	}
+	tmpl, err := template.Parse(raw, "target_host", "target_port")
+	if err != nil {
+		return nil, fmt.Errorf("masqroute client: template: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	// quic-go's HTTP/3 client sends our SETTINGS and runs requests, but
+	// its own datagram handling stays off: H3_DATAGRAM is advertised
+	// through AdditionalSettings, and this package reads the server's
+	// control stream and the connection's datagrams itself.
+	tr := &http3.Transport{AdditionalSettings: map[uint64]uint64{wire.SettingH3Datagram: 1}, Logger: log}
+	c := &Conn{
+		qc:            qc,
+		h3:            tr.NewRawClientConn(qc),
+		tmpl:          tmpl,
+		authority:     authority,
+		ringSize:      cfg.RingSize,
+		log:           log,
+		settingsReady: make(chan struct{}),
+	}
+	c.router = engine.NewRouter(engine.Options{
+		RingSize: cfg.RingSize,
+		// A reply can overtake the 200 response that opens the tunnel.
+		Hold:   engine.HoldOptions{Max: 64},
+		Sender: qc,
+		Logger: log,
+	})
+	c.wg.Add(2)
+	go c.RoutineReceiveDatagrams()
+	go c.RoutineAcceptUniStreams()
+	return c, nil
+}
+
+// Router is the router that receives this connection's datagrams; its Stats
+// count what arrived and what was dropped.
+func (c *Conn) Router() *engine.Router { return c.router }
+
+// Close closes the connection and every tunnel on it, and waits for the
+// connection's goroutines.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeNoError), "")
+		c.router.Close()
+	})
+	c.wg.Wait()
+	return nil
+}
+
+// Context is cancelled when the connection closes.
+func (c *Conn) Context() context.Context { return c.qc.Context() }
+
+// RoutineReceiveDatagrams dispatches the connection's datagrams to tunnels.
+func (c *Conn) RoutineReceiveDatagrams() {
+	defer c.wg.Done()
+	ctx := c.qc.Context()
+	for {
+		b, err := c.qc.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		id, payload, err := wire.ParseDatagram(b)
+		if err != nil {
+			c.qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeDatagramError), "bad quarter stream ID")
+			return
+		}
+		c.router.Dispatch(id, payload)
+	}
+}
+
+// RoutineAcceptUniStreams takes the proxy's unidirectional streams: its
+// control stream (SETTINGS, GOAWAY) is read here; QPACK streams are drained.
+func (c *Conn) RoutineAcceptUniStreams() {
+	defer c.wg.Done()
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	var sawControl bool
+	for {
+		str, err := c.qc.AcceptUniStream(c.qc.Context())
+		if err != nil {
+			return
+		}
+		typ, err := wire.ReadStreamType(str)
+		if err != nil {
+			continue
+		}
+		switch typ {
+		case wire.StreamTypeControl:
+			if sawControl {
+				c.closeWithH3Error(&wire.H3Error{Code: wire.ErrCodeStreamCreationError, Reason: "second control stream"})
+				return
+			}
+			sawControl = true
+			streams.Go(func() { c.readControlStream(str) })
+		case wire.StreamTypeQPACKEncoder, wire.StreamTypeQPACKDecoder:
+			streams.Go(func() { discard(str) })
+		case wire.StreamTypePush:
+			// We never sent MAX_PUSH_ID (RFC 9114 §4.6).
+			c.closeWithH3Error(&wire.H3Error{Code: wire.ErrCodeIDError, Reason: "unexpected push stream"})
+			return
+		default:
+			str.CancelRead(quic.StreamErrorCode(wire.ErrCodeStreamCreationError))
+		}
+	}
+}
+
+func (c *Conn) readControlStream(str *quic.ReceiveStream) {
+	cr := wire.NewControlStreamReader(str, wire.RoleServer)
+	for {
+		f, err := cr.Next()
+		if err != nil {
+			if c.qc.Context().Err() == nil {
+				var h3err *wire.H3Error
+				if !errors.As(err, &h3err) {
+					h3err = &wire.H3Error{Code: wire.ErrCodeClosedCriticalStream, Reason: err.Error()}
+				}
+				c.closeWithH3Error(h3err)
+			}
+			return
+		}
+		switch f.Type {
+		case wire.FrameSettings:
+			c.settings = *f.Settings
+			c.datagrams = c.settings.Datagram && c.qc.ConnectionState().SupportsDatagrams.Remote
+			close(c.settingsReady)
+		case wire.FrameGoAway:
+			c.log.Debug("masqroute client: proxy sent GOAWAY", "id", f.GoAwayID)
+		}
+	}
+}
+
+func (c *Conn) closeWithH3Error(e *wire.H3Error) {
+	c.qc.CloseWithError(quic.ApplicationErrorCode(e.Code), e.Reason)
+}
+
+// waitSettings waits for the proxy's SETTINGS: an extended CONNECT may only
+// be sent once the server has enabled it (RFC 9220 §3).
+func (c *Conn) waitSettings(ctx context.Context) error {
+	select {
+	case <-c.settingsReady:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.qc.Context().Done():
+		return context.Cause(c.qc.Context())
+	}
+	if !c.settings.ExtendedConnect {
+		return errors.New("masqroute client: proxy does not enable extended CONNECT")
+	}
+	return nil
+}
+
+func discard(str *quic.ReceiveStream) {
+	var buf [256]byte
+	for {
+		if _, err := str.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// ErrConnClosed is returned by a tunnel whose connection has closed.
+var ErrConnClosed = net.ErrClosed

@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/masqroute/masqroute/engine/internal/h3"
+	"github.com/masqroute/masqroute/engine/internal/wire"
+)
+
+// A proxyConn is one client connection: its QUIC connection, the HTTP/3
+// layer masqroute runs on it, and the Router that owns all its datagrams.
+//
+// Goroutines per connection: h3's accept loops and request handlers (one
+// per tunnel, reading the tunnel's capsules), RoutineReceiveDatagrams (the
+// single consumer of the connection's QUIC datagrams), and the router's
+// control plane. ServeConn returns after all of them have ended.
+type proxyConn struct {
+	p      *Proxy
+	qc     *quic.Conn
+	h3     *h3.Conn
+	router *Router
+	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
+	// replies go as datagrams rather than DATAGRAM capsules.
+	datagrams bool
+}
+
+type connKey struct{}
+
+// ServeConn serves one accepted QUIC connection until it closes. Its
+// quic.Config must enable datagrams (see QUICConfig). It is how an embedder
+// that runs its own quic.Listener hands connections to masqroute.
+func (p *Proxy) ServeConn(qc *quic.Conn) error {
+	p.mu.Lock()
+	if p.closed || p.draining.Load() {
+		p.mu.Unlock()
+		qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeNoError), "shutting down")
+		return http.ErrServerClosed
+	}
+	if p.cfg.MaxConns > 0 && len(p.conns) >= p.cfg.MaxConns {
+		p.mu.Unlock()
+		p.counters.connsRejected.Add(1)
+		qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeExcessiveLoad), "too many connections")
+		return errors.New("masqroute: connection limit reached")
+	}
+	c := &proxyConn{
+		p:         p,
+		qc:        qc,
+		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
+	}
+	c.router = NewRouter(Options{
+		MaxTunnels:    p.cfg.MaxTunnelsPerConn,
+		RingSize:      p.cfg.RingSize,
+		PendingBuffer: p.cfg.PendingBuffer,
+		InitTimeout:   p.cfg.InitTimeout,
+		Kinds:         p.kinds,
+		Hold:          p.cfg.Hold,
+		Sender:        qc,
+		Logger:        p.log,
+	})
+	p.conns[c] = struct{}{}
+	p.connsWG.Add(1)
+	p.mu.Unlock()
+	p.counters.connsAccepted.Add(1)
+	defer p.connsWG.Done()
+
+	hc, err := h3.NewConn(qc, &h3.Config{
+		Handler:     p.topHandler(),
+		Datagrams:   true,
+		ConnContext: func(ctx context.Context) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		Logger:      p.log,
+	})
+	if err == nil {
+		c.h3 = hc
+		rx := make(chan struct{})
+		go func() {
+			defer close(rx)
+			c.RoutineReceiveDatagrams()
+		}()
+		err = hc.Serve() // returns once the connection closed and every handler returned
+		<-rx
+	}
+	c.router.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.foldedRouter.add(c.router.Stats())
+	p.mu.Unlock()
+	return err
+}
+
+// topHandler is the handler every request of the connection goes to.
+func (p *Proxy) topHandler() http.Handler {
+	if p.cfg.Handler != nil {
+		return p.cfg.Handler
+	}
+	return p.MASQUEHandler()
+}
+
+// goAway starts the connection's graceful shutdown.
+func (c *proxyConn) goAway() {
+	if c.h3 != nil {
+		c.h3.GoAway()
+	}
+}
+
+// RoutineReceiveDatagrams is the only reader of the connection's QUIC
+// datagrams: it parses the quarter stream ID and hands the payload to the
+// router. A datagram whose quarter stream ID does not parse is a connection
+// error (RFC 9297 §2.1).
+func (c *proxyConn) RoutineReceiveDatagrams() {
+	log := c.p.log
+	log.Debug("masqroute: datagram receiver started", "remote", c.qc.RemoteAddr())
+	defer log.Debug("masqroute: datagram receiver stopped", "remote", c.qc.RemoteAddr())
+	ctx := c.qc.Context()
+	for {
+		b, err := c.qc.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		id, payload, err := wire.ParseDatagram(b)
+		if err != nil {
+			c.p.counters.datagramErrors.Add(1)
+			c.h3.CloseWithError(wire.ErrCodeDatagramError, err.Error())
+			return
+		}
+		c.router.Dispatch(id, payload)
+	}
+}

@@ -1,0 +1,277 @@
+//go:build linux
+
+package udpio
+
+// The Linux data path: recvmmsg and sendmmsg through the socket's
+// syscall.RawConn.
+//
+// RawConn.Read(f) calls f with the descriptor, and while f returns false
+// (the non-blocking call said EAGAIN) waits in Go's poller for the socket
+// to become readable, honouring the read deadline and Close. The socket is
+// non-blocking, so recvmmsg with no flags returns what is queued as soon
+// as the queue runs dry: MSG_WAITFORONE's behaviour, with the poller doing
+// the waiting.
+//
+// Each direction owns one mmsgCall: its mmsghdr and iovec arrays and the
+// arguments and results of one system call. f is a method value bound once
+// in init, so RawConn.Read(f) allocates nothing; it reads its arguments
+// from the mmsgCall and leaves its results there, and only the goroutine
+// that owns the direction touches it (f runs on that goroutine).
+
+import (
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// mmsgDisabled is set the first time the kernel refuses recvmmsg or
+// sendmmsg; from then on every Conn, the ones already open included, uses
+// one recvmsg or sendmsg per datagram. A kernel that lacks the calls, or a
+// seccomp filter that forbids them, does not change while we run, so the
+// switch is never undone.
+var mmsgDisabled atomic.Bool
+
+type sysConn struct {
+	rc syscall.RawConn
+
+	// single makes this Conn use one system call per datagram whatever
+	// mmsgDisabled says. Only tests set it, through forceSingle.
+	single atomic.Bool
+
+	rd mmsgCall // owned by the reader goroutine
+	wr mmsgCall // owned by the writer goroutine
+}
+
+// mmsgCall is one direction's system call state. hdrs[i].Hdr.Iov points at
+// iovs[i] for good (set in init); each call points iovs[i] at the caller's
+// buffers and clears them again afterwards, so that a Conn does not keep a
+// caller's buffers alive.
+type mmsgCall struct {
+	hdrs [IdealBatchSize]unix.Mmsghdr
+	iovs [IdealBatchSize]unix.Iovec
+
+	n     int           // in: datagrams to pass; out: datagrams done
+	batch bool          // in: recvmmsg/sendmmsg rather than recvmsg/sendmsg
+	errno syscall.Errno // out: the call's error, 0 if none
+
+	fn func(fd uintptr) bool // recv or send, bound once
+}
+
+func (s *sysConn) init(uc *net.UDPConn) error {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	s.rc = rc
+	for _, m := range []*mmsgCall{&s.rd, &s.wr} {
+		for i := range m.hdrs {
+			m.hdrs[i].Hdr.Iov = &m.iovs[i]
+			m.hdrs[i].Hdr.SetIovlen(1)
+		}
+	}
+	s.rd.fn = s.rd.recv
+	s.wr.fn = s.wr.send
+	return nil
+}
+
+// load points the first len(bufs) iovecs at bufs.
+func (m *mmsgCall) load(bufs [][]byte) {
+	for i, b := range bufs {
+		m.iovs[i].Base = unsafe.SliceData(b)
+		m.iovs[i].SetLen(len(b))
+	}
+}
+
+// unload drops the first k iovecs' references to the caller's buffers.
+func (m *mmsgCall) unload(k int) {
+	for i := range k {
+		m.iovs[i].Base = nil
+	}
+}
+
+// recv is RawConn.Read's callback: one recvmmsg, or one recvmsg into
+// hdrs[0], without blocking. It returns false only for EAGAIN, so that the
+// poller waits and calls it again.
+func (m *mmsgCall) recv(fd uintptr) bool {
+	for {
+		var r uintptr
+		var errno syscall.Errno
+		if m.batch {
+			r, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd,
+				uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.n), 0, 0, 0)
+		} else {
+			r, _, errno = unix.Syscall(unix.SYS_RECVMSG, fd,
+				uintptr(unsafe.Pointer(&m.hdrs[0].Hdr)), 0)
+			if errno == 0 {
+				m.hdrs[0].Len = uint32(r)
+				r = 1
+			}
+		}
+		switch errno {
+		case 0:
+			m.n, m.errno = int(r), 0
+		case unix.EINTR:
+			// Retry at once: returning false would wait for an
+			// edge that may already have passed.
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			m.n, m.errno = 0, errno
+		}
+		return true
+	}
+}
+
+// send is RawConn.Write's callback: one sendmmsg, or one sendmsg of
+// hdrs[0], without blocking; like recv it returns false only for EAGAIN.
+//
+// sendmmsg reports an error only if it sent nothing: when datagram i > 0
+// fails it returns i and the kernel drops the error. WriteBatch then
+// starts the next call at datagram i, which fails again first if the fault
+// is the datagram's own (EMSGSIZE). An ICMP error that the kernel consumed
+// on datagram i is lost that way, and datagram i goes out on the retry.
+func (m *mmsgCall) send(fd uintptr) bool {
+	for {
+		var r uintptr
+		var errno syscall.Errno
+		if m.batch {
+			r, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, fd,
+				uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(m.n), 0, 0, 0)
+		} else {
+			_, _, errno = unix.Syscall(unix.SYS_SENDMSG, fd,
+				uintptr(unsafe.Pointer(&m.hdrs[0].Hdr)), 0)
+			r = 1
+		}
+		switch errno {
+		case 0:
+			m.n, m.errno = int(r), 0
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			m.n, m.errno = 0, errno
+		}
+		return true
+	}
+}
+
+// refused reports whether errno says the kernel will not do recvmmsg or
+// sendmmsg at all.
+func refused(errno syscall.Errno) bool {
+	return errno == unix.ENOSYS || errno == unix.EOPNOTSUPP
+}
+
+// batch reports whether c uses recvmmsg and sendmmsg.
+func (s *sysConn) batch() bool { return !mmsgDisabled.Load() && !s.single.Load() }
+
+func (c *Conn) readBatch(bufs [][]byte, sizes []int) (n, truncated int, err error) {
+	m := &c.sys.rd
+	for {
+		count := min(len(bufs), len(sizes), IdealBatchSize)
+		batch := c.sys.batch()
+		if !batch {
+			count = min(count, 1)
+		}
+		if count == 0 {
+			return 0, truncated, nil
+		}
+		m.load(bufs[:count])
+		m.n, m.batch = count, batch
+		err := c.sys.rc.Read(m.fn)
+		m.unload(count)
+		if err != nil {
+			return 0, truncated, err
+		}
+		if m.errno != 0 {
+			if batch && refused(m.errno) {
+				mmsgDisabled.Store(true) // never undone; see mmsgDisabled
+				continue
+			}
+			return 0, truncated, sysError("read", batch, "recvmmsg", "recvmsg", m.errno)
+		}
+		// Drop truncated datagrams and close the gaps they leave.
+		k := 0
+		for i := range m.n {
+			size := int(m.hdrs[i].Len)
+			if m.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 || size > len(bufs[k]) {
+				truncated++
+				continue
+			}
+			if k != i {
+				copy(bufs[k], bufs[i][:size])
+			}
+			sizes[k] = size
+			k++
+		}
+		if k > 0 {
+			return k, truncated, nil
+		}
+		// Every datagram was truncated: wait for more.
+	}
+}
+
+func (c *Conn) writeBatch(bufs [][]byte) (n, tooLarge int, err error) {
+	m := &c.sys.wr
+	// retry is set when bufs[n] met EMSGSIZE once. EMSGSIZE can also be
+	// an ICMP "fragmentation needed" for an earlier datagram, which the
+	// kernel reports on this call instead of sending bufs[n]; only a
+	// second EMSGSIZE for bufs[n] alone says that bufs[n] is too large.
+	retry := false
+	for n < len(bufs) {
+		batch := !retry && c.sys.batch()
+		count := 1
+		if batch {
+			count = min(len(bufs)-n, IdealBatchSize)
+		}
+		m.load(bufs[n : n+count])
+		m.n, m.batch = count, batch
+		err := c.sys.rc.Write(m.fn)
+		m.unload(count)
+		if err != nil {
+			return n, tooLarge, err
+		}
+		switch {
+		case m.errno == 0:
+			n += m.n
+			retry = false
+		case m.errno == unix.EMSGSIZE && !retry:
+			retry = true
+		case m.errno == unix.EMSGSIZE:
+			tooLarge++
+			n++
+			retry = false
+		case batch && refused(m.errno):
+			mmsgDisabled.Store(true) // never undone; see mmsgDisabled
+		default:
+			return n, tooLarge, sysError("write", batch, "sendmmsg", "sendmsg", m.errno)
+		}
+	}
+	return n, tooLarge, nil
+}
+
+// sysError wraps errno from the batched or single system call, classified
+// if the package gives it a class.
+func sysError(op string, batch bool, batchCall, singleCall string, errno syscall.Errno) error {
+	name := singleCall
+	if batch {
+		name = batchCall
+	}
+	err := os.NewSyscallError(name, errno)
+	if cerr := classify(op, err); cerr != nil {
+		return cerr
+	}
+	return &net.OpError{Op: op, Net: "udp", Err: err}
+}
+
+// forceSingle makes c use one system call per datagram, as after a
+// refusal, without touching mmsgDisabled. For tests.
+func (c *Conn) forceSingle() { c.sys.single.Store(true) }
+
+// batched reports whether c uses recvmmsg and sendmmsg.
+func (c *Conn) batched() bool { return c.sys.batch() }

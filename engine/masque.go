@@ -1,0 +1,229 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/masqroute/masqroute/engine/internal/h3"
+	"github.com/masqroute/masqroute/engine/internal/template"
+	"github.com/masqroute/masqroute/engine/internal/wire"
+)
+
+// A Request is what the proxy hands a Kind's Start as Args.Value: the HTTP/3
+// request that asked for the tunnel, its template variables, and the way to
+// write capsules back on its stream.
+type Request struct {
+	// HTTP is the extended CONNECT request. Its Body carries the client's
+	// capsules; the proxy reads it (DATAGRAM capsules become datagrams),
+	// so a Kind must not.
+	HTTP *http.Request
+	// Vars are the URI template's variables, percent-decoded.
+	Vars map[string]string
+
+	conn      *proxyConn
+	stream    h3.Stream
+	w         http.ResponseWriter
+	udpTarget *template.Target
+
+	wmu sync.Mutex // serializes capsule writes on the stream
+	// sessionEnded is closed (by endStream) when the session has ended, so
+	// the capsule reader stops.
+	endOnce sync.Once
+	ended   chan struct{}
+}
+
+// WriteCapsule writes one capsule on the request stream and flushes it. It
+// is safe for concurrent use. After the tunnel ended it fails.
+func (r *Request) WriteCapsule(typ uint64, value []byte) error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	select {
+	case <-r.ended:
+		return net.ErrClosed
+	default:
+	}
+	b := wire.AppendCapsule(make([]byte, 0, len(value)+16), typ, value)
+	if _, err := r.w.Write(b); err != nil {
+		return err
+	}
+	return http.NewResponseController(r.w).Flush()
+}
+
+// writeDatagramCapsule sends an HTTP Datagram payload as a DATAGRAM capsule:
+// the return path when the connection has no QUIC datagrams (RFC 9297 §3.5).
+func (r *Request) writeDatagramCapsule(contextID uint64, payload []byte) error {
+	v := make([]byte, 0, len(payload)+8)
+	v = quicvarint.Append(v, contextID)
+	v = append(v, payload...)
+	return r.WriteCapsule(wire.CapsuleDatagram, v)
+}
+
+// endStream stops the request's capsule reader once its session ended.
+func (r *Request) endStream(reason error) {
+	r.endOnce.Do(func() {
+		close(r.ended)
+		if errors.Is(reason, ErrStreamReset) {
+			return // the peer reset it; nothing to say
+		}
+		// Unblock the capsule reader; the handler then returns and the
+		// stream's send side is closed with a FIN.
+		r.stream.CancelRead(wire.ErrCodeNoError)
+	})
+}
+
+// MASQUEHandler returns the handler for MASQUE requests: extended CONNECT
+// with a :protocol a session kind is registered for. Mount it in
+// ProxyConfig.Handler's mux at the template's path if you serve other
+// routes too; with no Handler configured, the proxy serves it for every
+// request. It answers the bad-input table of docs/protocol.md: 405 for a
+// method other than CONNECT, 501 for an unsupported :protocol, 404 when the
+// path does not match the template, 400 for a bad target, 403 for a target
+// the policy refuses, 502 when the target cannot be reached, 503 at the
+// tunnel limit or while draining — each with a Proxy-Status header.
+//
+// It works only on connections the Proxy serves (Serve, ServeConn).
+func (p *Proxy) MASQUEHandler() http.Handler { return http.HandlerFunc(p.serveMASQUE) }
+
+func (p *Proxy) refuse(w http.ResponseWriter, e *StatusError, reason *counterVec) {
+	reason.inc(e.Status)
+	writeStatus(w, p.cfg.Name, e)
+}
+
+func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
+	c, ok := r.Context().Value(connKey{}).(*proxyConn)
+	if !ok {
+		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
+			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
+		return
+	}
+	if r.Method != http.MethodConnect {
+		w.Header().Set("Allow", http.MethodConnect)
+		p.refuse(w, &StatusError{Status: http.StatusMethodNotAllowed, ProxyError: proxyErrHTTPRequestError,
+			Details: "MASQUE needs extended CONNECT"}, &p.counters.rejected)
+		return
+	}
+	proto := r.Proto
+	kind, err := p.kinds.Select(Args{Protocol: proto})
+	if proto == "" || proto == "HTTP/3.0" || err != nil {
+		p.refuse(w, &StatusError{Status: http.StatusNotImplemented, ProxyError: proxyErrHTTPRequestError,
+			Details: "unsupported :protocol"}, &p.counters.rejected)
+		return
+	}
+	req := &Request{HTTP: r, conn: c, w: w, ended: make(chan struct{})}
+	if proto == ProtocolConnectUDP {
+		if _, own := kind.(*udpKind); own {
+			vars, ok := p.udpTmpl.Match("https://" + r.Host + r.RequestURI)
+			if !ok {
+				p.refuse(w, &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
+					Details: "path does not match the URI template"}, &p.counters.rejected)
+				return
+			}
+			target, err := template.ParseHostPort(vars["target_host"], vars["target_port"])
+			if err != nil {
+				p.refuse(w, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
+					Details: err.Error(), Err: err}, &p.counters.rejected)
+				return
+			}
+			req.Vars, req.udpTarget = vars, &target
+		}
+	}
+	p.serveTunnel(w, r, c, req, proto)
+}
+
+// serveTunnel authorizes, starts the session, answers, and then carries the
+// request stream's capsules until the tunnel ends.
+func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) {
+	if p.cfg.Authorize != nil {
+		if err := p.cfg.Authorize(r); err != nil {
+			se, ok := errors.AsType[*StatusError](err)
+			if !ok {
+				se = &StatusError{Status: http.StatusForbidden, ProxyError: proxyErrHTTPRequestDenied,
+					Details: "not authorized", Err: err}
+			}
+			p.refuse(w, se, &p.counters.rejected)
+			return
+		}
+	}
+	if p.draining.Load() {
+		p.refuse(w, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
+			Details: "proxy is shutting down"}, &p.counters.rejected)
+		return
+	}
+	str, ok := h3.RequestStream(r)
+	if !ok {
+		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
+			Details: "no request stream"}, &p.counters.rejected)
+		return
+	}
+	req.stream = str
+	if !p.admitTunnel() {
+		p.refuse(w, asStatusError(ErrTooManyTunnels), &p.counters.rejected)
+		return
+	}
+	defer p.releaseTunnel()
+
+	id := uint64(str.StreamID())
+	s, err := c.router.StartSession(r.Context(), id, Args{Protocol: proto, Value: req})
+	if err != nil {
+		se := asStatusError(err)
+		p.log.Debug("masqroute: tunnel refused", "stream", id, "status", se.Status, "error", err)
+		p.refuse(w, se, &p.counters.rejected)
+		return
+	}
+	p.counters.tunnelsOpened.Add(1)
+	w.Header().Set("Capsule-Protocol", "?1")
+	req.wmu.Lock()
+	w.WriteHeader(http.StatusOK)
+	err = http.NewResponseController(w).Flush()
+	req.wmu.Unlock()
+	if err != nil {
+		c.router.Unregister(id)
+		return
+	}
+	p.readCapsules(c, s, req)
+}
+
+// readCapsules reads the client's capsules until the stream or the session
+// ends. DATAGRAM capsules are dispatched like QUIC datagrams; unknown types
+// are skipped; a malformed or oversize capsule resets the stream with
+// H3_MESSAGE_ERROR (RFC 9297 §3.3).
+func (p *Proxy) readCapsules(c *proxyConn, s *Session, req *Request) {
+	id := s.StreamID()
+	cr := wire.NewCapsuleReader(req.HTTP.Body, p.cfg.MaxCapsule, func(t uint64) bool { return t == wire.CapsuleDatagram })
+	for {
+		_, value, err := cr.Next()
+		if err == nil {
+			p.counters.capsuleDatagrams.Add(1)
+			c.router.Dispatch(id, append([]byte(nil), value...))
+			continue
+		}
+		select {
+		case <-req.ended: // the session ended first and stopped us
+			return
+		default:
+		}
+		var serr *quic.StreamError
+		switch {
+		case errors.Is(err, io.EOF):
+			// The client closed its side: the tunnel is over (RFC 9298 §3).
+			c.router.Unregister(id)
+		case errors.As(err, &serr) && serr.Remote:
+			c.router.Reset(id)
+		case errors.Is(err, wire.ErrCapsuleTooLarge), errors.Is(err, wire.ErrMalformedCapsule):
+			p.counters.capsuleErrors.Add(1)
+			req.stream.CancelRead(wire.ErrCodeMessageError)
+			req.stream.CancelWrite(wire.ErrCodeMessageError)
+			s.CloseWithError(err)
+		default: // connection gone, or our own CancelRead
+			c.router.Unregister(id)
+		}
+		<-s.Done()
+		return
+	}
+}

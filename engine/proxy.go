@@ -1,0 +1,313 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/masqroute/masqroute/engine/internal/template"
+	"github.com/masqroute/masqroute/engine/policy"
+)
+
+// DefaultUDPTemplate is the CONNECT-UDP URI template of RFC 9298 §3, with the
+// proxy's own authority: "{authority}" matches whatever host and port the
+// client reached the proxy under.
+const DefaultUDPTemplate = "https://{authority}/.well-known/masque/udp/{target_host}/{target_port}/"
+
+// Defaults for ProxyConfig fields left zero.
+const (
+	DefaultMaxTunnelsPerConn  = 1024
+	DefaultResolveTimeout     = 5 * time.Second
+	DefaultTunnelIdleTimeout  = 2 * time.Minute
+	DefaultMaxDatagramPayload = 1500
+	DefaultMaxCapsule         = 64 << 10
+	DefaultHoldMax            = 64
+)
+
+// A TargetPolicy decides which targets a tunnel may reach. Check gets the
+// address the proxy resolved and will connect to; a non-nil error refuses it
+// with 403. *policy.Policy is the built-in one.
+type TargetPolicy interface {
+	Check(netip.AddrPort) error
+}
+
+// A Resolver looks host names up. *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// ProxyConfig configures a Proxy. The zero value serves CONNECT-UDP on the
+// default template with the default policy (no loopback, private, link-local
+// or multicast targets).
+type ProxyConfig struct {
+	// Name is the proxy's name in Proxy-Status headers. Default "masqroute".
+	Name string
+	// UDPTemplate is the CONNECT-UDP URI template (RFC 6570), absolute,
+	// with the variables target_host and target_port, in path or query
+	// form. Default DefaultUDPTemplate.
+	UDPTemplate string
+	// Policy decides which targets tunnels may reach. Default
+	// policy.Default().
+	Policy TargetPolicy
+	// Resolver resolves target host names. Default net.DefaultResolver.
+	Resolver Resolver
+	// ResolveTimeout bounds one target lookup. Default
+	// DefaultResolveTimeout.
+	ResolveTimeout time.Duration
+	// Authorize, if set, runs before a tunnel is set up. A non-nil error
+	// refuses the request: a *StatusError chooses its status (401, 403,
+	// 407) and headers; any other error answers 403.
+	Authorize func(*http.Request) error
+	// MaxTunnelsPerConn bounds tunnels (pending and active) on one
+	// connection. Default DefaultMaxTunnelsPerConn; negative = unlimited.
+	MaxTunnelsPerConn int
+	// MaxTunnels bounds tunnels across all connections. 0 = unlimited.
+	MaxTunnels int
+	// MaxConns bounds concurrent connections; more are closed at once
+	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
+	MaxConns int
+	// InitTimeout bounds a tunnel's setup (resolution, policy, socket).
+	// Default DefaultInitTimeout.
+	InitTimeout time.Duration
+	// IdleTimeout closes a tunnel that carried no datagram either way for
+	// this long. Default DefaultTunnelIdleTimeout; negative = never.
+	IdleTimeout time.Duration
+	// MaxDatagramPayload bounds the UDP payload of one datagram, both
+	// ways; larger ones are dropped and counted. Default
+	// DefaultMaxDatagramPayload.
+	MaxDatagramPayload int
+	// MaxCapsule bounds a capsule's value; a larger one resets the stream
+	// with H3_MESSAGE_ERROR. Default DefaultMaxCapsule.
+	MaxCapsule int
+	// RingSize and PendingBuffer size each tunnel's queues (see Options).
+	RingSize      int
+	PendingBuffer int
+	// Hold keeps datagrams that overtake their request (see HoldOptions).
+	// Default: DefaultHoldMax datagrams for DefaultHoldTimeout.
+	Hold HoldOptions
+	// Kinds adds session kinds for other :protocol values; an embedder's
+	// Kind receives Args.Value of type *Request. connect-udp is always
+	// served by masqroute's own kind unless Kinds registers one.
+	Kinds *Registry
+	// Handler serves requests that are not MASQUE requests (no
+	// :protocol a kind is registered for). Default: 404 for everything
+	// else. Mount UDPHandler inside it to route MASQUE by path yourself.
+	Handler http.Handler
+	// Logger receives the proxy's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// A Proxy serves MASQUE tunnels over HTTP/3. Every datagram of every
+// connection goes through the connection's Router.
+type Proxy struct {
+	cfg      ProxyConfig
+	udpTmpl  *template.Template
+	kinds    *Registry
+	handler  http.Handler
+	log      *slog.Logger
+	counters proxyCounters
+
+	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
+	draining atomic.Bool
+
+	mu        sync.Mutex // guards the fields below
+	conns     map[*proxyConn]struct{}
+	listeners map[*quic.Listener]struct{}
+	closed    bool
+	connsWG   sync.WaitGroup // one per ServeConn
+	live      map[*tunnelCounters]struct{}
+	// foldedRouter holds the router counters of connections that have
+	// ended.
+	foldedRouter Stats
+}
+
+// NewProxy validates cfg and returns a Proxy.
+func NewProxy(cfg ProxyConfig) (*Proxy, error) {
+	if cfg.Name == "" {
+		cfg.Name = "masqroute"
+	}
+	if cfg.UDPTemplate == "" {
+		cfg.UDPTemplate = DefaultUDPTemplate
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = policy.Default()
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	if cfg.ResolveTimeout <= 0 {
+		cfg.ResolveTimeout = DefaultResolveTimeout
+	}
+	if cfg.MaxTunnelsPerConn == 0 {
+		cfg.MaxTunnelsPerConn = DefaultMaxTunnelsPerConn
+	} else if cfg.MaxTunnelsPerConn < 0 {
+		cfg.MaxTunnelsPerConn = 0
+	}
+	if cfg.InitTimeout <= 0 {
+		cfg.InitTimeout = DefaultInitTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultTunnelIdleTimeout
+	}
+	if cfg.MaxDatagramPayload <= 0 {
+		cfg.MaxDatagramPayload = DefaultMaxDatagramPayload
+	}
+	if cfg.MaxCapsule <= 0 {
+		cfg.MaxCapsule = DefaultMaxCapsule
+	}
+	if cfg.Hold.Max == 0 {
+		cfg.Hold.Max = DefaultHoldMax
+	} else if cfg.Hold.Max < 0 {
+		cfg.Hold.Max = 0
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	tmpl, err := template.Parse(cfg.UDPTemplate, "target_host", "target_port")
+	if err != nil {
+		return nil, fmt.Errorf("masqroute: UDP template: %w", err)
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		udpTmpl:   tmpl,
+		log:       cfg.Logger,
+		conns:     make(map[*proxyConn]struct{}),
+		listeners: make(map[*quic.Listener]struct{}),
+		live:      make(map[*tunnelCounters]struct{}),
+	}
+	p.kinds = NewRegistry()
+	p.kinds.Register(ProtocolConnectUDP, &udpKind{p: p})
+	if cfg.Kinds != nil {
+		cfg.Kinds.mu.RLock()
+		for proto, k := range cfg.Kinds.kinds {
+			p.kinds.Register(proto, k)
+		}
+		cfg.Kinds.mu.RUnlock()
+	}
+	p.handler = cfg.Handler
+	if p.handler == nil {
+		p.handler = http.NotFoundHandler()
+	}
+	return p, nil
+}
+
+// QUICConfig returns a copy of base (nil for quic-go's defaults) with what
+// the proxy needs: datagrams on, and enough incoming streams for the tunnel
+// limit. Use it for the quic.Listener whose connections you hand the proxy.
+func (p *Proxy) QUICConfig(base *quic.Config) *quic.Config {
+	var c quic.Config
+	if base != nil {
+		c = *base.Clone()
+	}
+	c.EnableDatagrams = true
+	want := int64(p.cfg.MaxTunnelsPerConn) + 16 // tunnels + ordinary requests
+	if p.cfg.MaxTunnelsPerConn == 0 {
+		want = 1 << 16
+	}
+	if c.MaxIncomingStreams < want {
+		c.MaxIncomingStreams = want
+	}
+	return &c
+}
+
+// Serve accepts connections from ln and serves each on its own goroutine
+// until ln fails or Shutdown/Close is called. ln's quic.Config must have
+// datagrams enabled (see QUICConfig).
+func (p *Proxy) Serve(ln *quic.Listener) error {
+	p.mu.Lock()
+	if p.closed || p.draining.Load() {
+		p.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	p.listeners[ln] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.listeners, ln)
+		p.mu.Unlock()
+	}()
+	for {
+		qc, err := ln.Accept(context.Background())
+		if err != nil {
+			if p.draining.Load() || errors.Is(err, quic.ErrServerClosed) {
+				return http.ErrServerClosed
+			}
+			return err
+		}
+		go func() {
+			if err := p.ServeConn(qc); err != nil {
+				p.log.Debug("masqroute: connection ended", "remote", qc.RemoteAddr(), "error", err)
+			}
+		}()
+	}
+}
+
+// Shutdown stops the proxy gracefully: listeners stop accepting, every
+// connection gets a GOAWAY, new requests are answered 503, and existing
+// tunnels may go on until they end or ctx is done; then every connection is
+// closed. Shutdown returns ctx.Err() if it had to cut tunnels short.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.draining.Store(true)
+	p.mu.Lock()
+	for ln := range p.listeners {
+		ln.Close()
+	}
+	conns := make([]*proxyConn, 0, len(p.conns))
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for p.tunnels.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break wait
+		case <-tick.C:
+		}
+	}
+	return errors.Join(err, p.Close())
+}
+
+// Close closes every connection and listener at once and waits until every
+// connection's goroutines have ended. It is idempotent.
+func (p *Proxy) Close() error {
+	p.draining.Store(true)
+	p.mu.Lock()
+	p.closed = true
+	for ln := range p.listeners {
+		ln.Close()
+	}
+	for c := range p.conns {
+		c.qc.CloseWithError(quic.ApplicationErrorCode(0x100), "proxy shutting down") // H3_NO_ERROR
+	}
+	p.mu.Unlock()
+	p.connsWG.Wait()
+	return nil
+}
+
+// admitTunnel reserves a place under MaxTunnels.
+func (p *Proxy) admitTunnel() bool {
+	if n := p.tunnels.Add(1); p.cfg.MaxTunnels > 0 && n > int64(p.cfg.MaxTunnels) {
+		p.tunnels.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (p *Proxy) releaseTunnel() { p.tunnels.Add(-1) }

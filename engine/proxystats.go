@@ -1,0 +1,181 @@
+package engine
+
+import (
+	"net/http"
+	"sync/atomic"
+)
+
+// proxyCounters are the proxy's own totals (the routers keep theirs). All
+// are touched off the per-datagram path except where noted.
+type proxyCounters struct {
+	connsAccepted       atomic.Uint64
+	connsRejected       atomic.Uint64 // MaxConns
+	tunnelsOpened       atomic.Uint64
+	tunnelRefusedPolicy atomic.Uint64
+	tunnelFailDNS       atomic.Uint64
+	tunnelFailDial      atomic.Uint64
+	tunnelIdleClosed    atomic.Uint64
+	capsuleDatagrams    atomic.Uint64 // DATAGRAM capsules received (per capsule)
+	capsuleErrors       atomic.Uint64 // malformed or oversize capsules
+	datagramErrors      atomic.Uint64 // unparsable quarter stream IDs (each closes a connection)
+	rejected            counterVec    // refused requests by HTTP status
+
+	// folded holds the counters of tunnels that have ended; live tunnels
+	// are in Proxy.live.
+	folded tunnelCounters
+}
+
+// tunnelCounters count one tunnel's datagrams. Each field has one writer:
+// the session goroutine (client → target) or the tunnel's receive goroutine
+// (target → client); atomics let Stats read them while they run.
+type tunnelCounters struct {
+	toTarget            atomic.Uint64 // datagrams written to the target
+	toTargetBytes       atomic.Uint64
+	toClient            atomic.Uint64 // datagrams sent to the client
+	toClientBytes       atomic.Uint64
+	dropMalformed       atomic.Uint64 // no parsable context ID
+	dropUnknownContext  atomic.Uint64 // context ID other than 0
+	dropOversize        atomic.Uint64 // over MaxDatagramPayload, or refused by the kernel as too large
+	dropSendError       atomic.Uint64 // the target socket failed
+	dropReturnOversize  atomic.Uint64 // reply too large for the client's QUIC datagrams
+	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
+	targetUnreachable   atomic.Uint64 // ICMP errors reported by the target socket
+}
+
+func (c *tunnelCounters) addTo(dst *tunnelCounters) {
+	dst.toTarget.Add(c.toTarget.Load())
+	dst.toTargetBytes.Add(c.toTargetBytes.Load())
+	dst.toClient.Add(c.toClient.Load())
+	dst.toClientBytes.Add(c.toClientBytes.Load())
+	dst.dropMalformed.Add(c.dropMalformed.Load())
+	dst.dropUnknownContext.Add(c.dropUnknownContext.Load())
+	dst.dropOversize.Add(c.dropOversize.Load())
+	dst.dropSendError.Add(c.dropSendError.Load())
+	dst.dropReturnOversize.Add(c.dropReturnOversize.Load())
+	dst.dropReturnSendError.Add(c.dropReturnSendError.Load())
+	dst.targetUnreachable.Add(c.targetUnreachable.Load())
+}
+
+// trackTunnel adds a tunnel's counters to the live set, or folds them into
+// the totals and removes them.
+func (p *Proxy) trackTunnel(c *tunnelCounters, live bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if live {
+		p.live[c] = struct{}{}
+		return
+	}
+	delete(p.live, c)
+	c.addTo(&p.counters.folded)
+}
+
+// counterVec counts refusals by HTTP status.
+type counterVec struct {
+	byStatus [len(refusalStatuses) + 1]atomic.Uint64 // last: any other status
+}
+
+// refusalStatuses are the statuses the proxy refuses tunnels with.
+var refusalStatuses = [...]int{
+	http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
+	http.StatusMethodNotAllowed, http.StatusProxyAuthRequired, http.StatusInternalServerError,
+	http.StatusNotImplemented, http.StatusBadGateway, http.StatusServiceUnavailable,
+}
+
+func (v *counterVec) inc(status int) {
+	for i, s := range refusalStatuses {
+		if s == status {
+			v.byStatus[i].Add(1)
+			return
+		}
+	}
+	v.byStatus[len(refusalStatuses)].Add(1)
+}
+
+func (v *counterVec) snapshot() map[int]uint64 {
+	m := make(map[int]uint64)
+	for i, s := range refusalStatuses {
+		if n := v.byStatus[i].Load(); n > 0 {
+			m[s] = n
+		}
+	}
+	if n := v.byStatus[len(refusalStatuses)].Load(); n > 0 {
+		m[0] = n
+	}
+	return m
+}
+
+// ProxyStats is a snapshot of a proxy's counters, for /metrics and tests.
+type ProxyStats struct {
+	Conns               int64          // connections now
+	ConnsAccepted       uint64         // connections served
+	ConnsRejected       uint64         // connections refused at MaxConns
+	Tunnels             int64          // tunnels now (pending and active)
+	TunnelsOpened       uint64         // tunnels that got a 2xx
+	Rejected            map[int]uint64 // refused requests by status (0: other)
+	RefusedPolicy       uint64         // of those: 403 by target policy
+	FailedDNS           uint64         // of those: 502 by DNS failure or timeout
+	FailedDial          uint64         // of those: 502 because no socket could be opened
+	IdleClosed          uint64         // tunnels ended by the idle timeout
+	CapsuleDatagrams    uint64         // datagrams that arrived in DATAGRAM capsules
+	CapsuleErrors       uint64         // malformed or oversize capsules (stream reset)
+	DatagramErrors      uint64         // unparsable HTTP/3 datagrams (connection closed)
+	ToTarget            uint64         // UDP datagrams written to targets
+	ToTargetBytes       uint64         // ... and their payload bytes
+	ToClient            uint64         // datagrams sent back to clients
+	ToClientBytes       uint64         // ... and their payload bytes
+	DropMalformed       uint64         // client datagrams without a parsable context ID
+	DropUnknownContext  uint64         // client datagrams with a context ID other than 0
+	DropOversize        uint64         // datagrams over MaxDatagramPayload or refused as too large, both ways
+	DropSendError       uint64         // client datagrams the target socket failed to send
+	DropReturnOversize  uint64         // replies too large for the client connection
+	DropReturnSendError uint64         // replies the QUIC connection refused
+	TargetUnreachable   uint64         // ICMP errors reported by target sockets
+	Router              Stats          // every connection's router, summed (ended ones included)
+}
+
+// Stats returns a snapshot of the proxy's counters, its routers' included.
+func (p *Proxy) Stats() ProxyStats {
+	c := &p.counters
+	st := ProxyStats{
+		ConnsAccepted:    c.connsAccepted.Load(),
+		ConnsRejected:    c.connsRejected.Load(),
+		Tunnels:          p.tunnels.Load(),
+		TunnelsOpened:    c.tunnelsOpened.Load(),
+		Rejected:         c.rejected.snapshot(),
+		RefusedPolicy:    c.tunnelRefusedPolicy.Load(),
+		FailedDNS:        c.tunnelFailDNS.Load(),
+		FailedDial:       c.tunnelFailDial.Load(),
+		IdleClosed:       c.tunnelIdleClosed.Load(),
+		CapsuleDatagrams: c.capsuleDatagrams.Load(),
+		CapsuleErrors:    c.capsuleErrors.Load(),
+		DatagramErrors:   c.datagramErrors.Load(),
+	}
+	var sum tunnelCounters
+	p.mu.Lock()
+	c.folded.addTo(&sum)
+	for t := range p.live {
+		t.addTo(&sum)
+	}
+	st.Conns = int64(len(p.conns))
+	st.Router = p.foldedRouter
+	routers := make([]*Router, 0, len(p.conns))
+	for pc := range p.conns {
+		routers = append(routers, pc.router)
+	}
+	p.mu.Unlock()
+	for _, r := range routers {
+		st.Router.add(r.Stats())
+	}
+	st.ToTarget = sum.toTarget.Load()
+	st.ToTargetBytes = sum.toTargetBytes.Load()
+	st.ToClient = sum.toClient.Load()
+	st.ToClientBytes = sum.toClientBytes.Load()
+	st.DropMalformed = sum.dropMalformed.Load()
+	st.DropUnknownContext = sum.dropUnknownContext.Load()
+	st.DropOversize = sum.dropOversize.Load()
+	st.DropSendError = sum.dropSendError.Load()
+	st.DropReturnOversize = sum.dropReturnOversize.Load()
+	st.DropReturnSendError = sum.dropReturnSendError.Load()
+	st.TargetUnreachable = sum.targetUnreachable.Load()
+	return st
+}
