@@ -60,6 +60,12 @@ type proxyEnv struct {
 
 func startProxy(t testing.TB, cfg engine.ProxyConfig) *proxyEnv {
 	t.Helper()
+	return startProxyQUIC(t, cfg, &quic.Config{MaxIdleTimeout: 5 * time.Second})
+}
+
+// startProxyQUIC is startProxy with the listener's QUIC configuration.
+func startProxyQUIC(t testing.TB, cfg engine.ProxyConfig, qconf *quic.Config) *proxyEnv {
+	t.Helper()
 	if cfg.Policy == nil {
 		cfg.Policy = loopbackPolicy(t)
 	}
@@ -70,7 +76,7 @@ func startProxy(t testing.TB, cfg engine.ProxyConfig) *proxyEnv {
 	require.NoError(t, err)
 	tlsConf := loopbackCert(t).ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, p.QUICConfig(&quic.Config{MaxIdleTimeout: 5 * time.Second}))
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, p.QUICConfig(qconf))
 	require.NoError(t, err)
 	e := &proxyEnv{t: t, proxy: p, ln: ln, addr: ln.Addr().String(), done: make(chan error, 1)}
 	go func() { e.done <- p.Serve(ln) }()

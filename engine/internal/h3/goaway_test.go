@@ -2,6 +2,7 @@ package h3
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -50,6 +52,7 @@ func TestGoAwayStockClient(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "https://localhost/", nil)
 	_, _, err := do(cc, req)
 	require.Error(t, err)
+	t.Logf("request after GOAWAY: %v", err)
 	var se *quic.StreamError
 	if errors.As(err, &se) {
 		require.EqualValues(t, wire.ErrCodeRequestRejected, se.ErrorCode)
@@ -146,4 +149,36 @@ func TestGoAwayRawPeer(t *testing.T) {
 	case <-time.After(20 * time.Millisecond):
 	}
 	require.NoError(t, qc.Context().Err(), "the connection lives on")
+}
+
+// TestGoAwayTransportRetries: quic-go's http3.Transport retries a request
+// that GOAWAY turned away (refused locally, or reset with
+// H3_REQUEST_REJECTED) on a new connection.
+func TestGoAwayTransportRetries(t *testing.T) {
+	srv := startServer(t, Config{Handler: okHandler})
+	_, pool := testCert(t)
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		Dial: func(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddr(ctx, srv.addr(), tlsCfg, cfg)
+		},
+	}
+	defer tr.Close()
+	client := &http.Client{Transport: tr}
+
+	rsp, err := client.Get("https://localhost/")
+	require.NoError(t, err)
+	rsp.Body.Close()
+	first := srv.next(t)
+	require.NoError(t, first.GoAway())
+
+	rsp, err = client.Get("https://localhost/")
+	require.NoError(t, err)
+	body, err := io.ReadAll(rsp.Body)
+	require.NoError(t, err)
+	rsp.Body.Close()
+	require.Equal(t, "ok", string(body))
+	second := srv.next(t)
+	require.NotSame(t, first, second)
+	require.NoError(t, first.wait(t), "the client closes the drained connection with H3_NO_ERROR")
 }

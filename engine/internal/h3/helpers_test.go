@@ -129,7 +129,12 @@ func listen(t *testing.T, conf *quic.Config) *quic.Listener {
 
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
-	ln := listen(t, &quic.Config{EnableDatagrams: true, MaxIdleTimeout: 10 * time.Second})
+	return startServerQUIC(t, cfg, &quic.Config{EnableDatagrams: true, MaxIdleTimeout: 10 * time.Second})
+}
+
+func startServerQUIC(t *testing.T, cfg Config, qconf *quic.Config) *testServer {
+	t.Helper()
+	ln := listen(t, qconf)
 	s := &testServer{ln: ln, conns: make(chan *serverConn, 16)}
 	s.wg.Go(func() {
 		for {

@@ -105,9 +105,6 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	w.status = code
-	if _, ok := w.header["Date"]; !ok {
-		w.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	}
 	if cl := w.header.Get("Content-Length"); cl != "" {
 		n, err := strconv.ParseUint(cl, 10, 63)
 		if err != nil {
@@ -120,6 +117,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	// As net/http: later changes to the header map are not sent, except
 	// trailers.
 	w.final = w.header.Clone()
+	if _, ok := w.final["Date"]; !ok { // a nil Date suppresses it, as in net/http
+		w.final.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
 	w.declareTrailers()
 	if w.isConnect && code/100 == 2 {
 		w.final.Del("Content-Length")
