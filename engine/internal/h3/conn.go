@@ -95,8 +95,11 @@ type Conn struct {
 // SETTINGS_ENABLE_CONNECT_PROTOCOL=1 (RFC 9220 §3),
 // SETTINGS_MAX_FIELD_SECTION_SIZE, SETTINGS_H3_DATAGRAM=1 if
 // cfg.Datagrams, and cfg.ExtraSettings. The QPACK settings are left out,
-// so the peer's encoder has no dynamic table (RFC 9204 §3.2.3). qc must
-// have completed its handshake. On error the caller closes qc.
+// so the peer's encoder has no dynamic table (RFC 9204 §3.2.3).
+//
+// qc should have completed its handshake, as quic.Listener.Accept's
+// connections have: every request's TLS field is the connection state
+// taken here. On error the caller closes qc.
 func NewConn(qc *quic.Conn, cfg *Config) (*Conn, error) {
 	if cfg == nil || cfg.Handler == nil {
 		return nil, errors.New("h3: Config.Handler is required")

@@ -128,7 +128,8 @@ func TestMalformedRequests(t *testing.T) {
 			_, err = str.Write(tc.stream)
 			require.NoError(t, err)
 			if tc.fin {
-				require.NoError(t, str.Close())
+				// The server may have reset the stream already.
+				_ = str.Close()
 			}
 			switch {
 			case tc.connErr != 0:

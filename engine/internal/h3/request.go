@@ -38,9 +38,9 @@ type Stream interface {
 	CancelRead(code wire.ErrorCode)
 	// CancelWrite resets the response direction (RESET_STREAM with code).
 	CancelWrite(code wire.ErrorCode)
-	// Context is the request's context: done when the peer resets either
-	// direction of the stream, the handler returns, or the connection
-	// closes. Its cause is the peer's *quic.StreamError for a reset.
+	// Context is the request's context: done when either side resets the
+	// stream (for the peer, either direction), the handler returns, or the
+	// connection closes. Its cause is the *quic.StreamError of a reset.
 	Context() context.Context
 	// Conn is the HTTP/3 connection the stream belongs to, for its peer's
 	// SETTINGS (RFC 9297 §2.1.1: no HTTP Datagrams without
