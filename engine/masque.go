@@ -28,6 +28,9 @@ type Request struct {
 
 	conn      *proxyConn
 	stream    h3.Stream
+	// datagrams: the client takes HTTP/3 datagrams (QUIC datagrams and
+	// SETTINGS_H3_DATAGRAM), so replies go as datagrams, not capsules.
+	datagrams bool
 	w         http.ResponseWriter
 	udpTarget *template.Target
 
@@ -162,6 +165,14 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 		return
 	}
 	req.stream = str
+	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
+	// §2.1.1); clients send them first thing, so this rarely waits.
+	select {
+	case <-c.h3.PeerSettings():
+	case <-r.Context().Done():
+		return
+	}
+	req.datagrams = c.datagrams && c.h3.Settings().Datagram
 	if !p.admitTunnel() {
 		p.refuse(w, asStatusError(ErrTooManyTunnels), &p.counters.rejected)
 		return

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"github.com/quic-go/quic-go/quicvarint"
 	"github.com/stretchr/testify/require"
 
@@ -204,4 +205,30 @@ func TestGracefulShutdownWaitsForTunnels(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("Shutdown still waiting after the last tunnel closed")
 	}
+}
+
+// A client without HTTP/3 datagrams tunnels in DATAGRAM capsules both ways
+// (RFC 9297 §3.5).
+func TestCapsuleOnlyClient(t *testing.T) {
+	env := startProxy(t, engine.ProxyConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, env.addr, clientTLS(t), &quic.Config{}) // no QUIC datagrams
+	require.NoError(t, err)
+	defer qc.CloseWithError(0x100, "")
+	c := &rawTunnelConn{qc: qc, cc: (&http3.Transport{}).NewRawClientConn(qc)}
+	str := c.open(t)
+	require.Equal(t, 200, c.connect(t, str, env.echo.Addr().String()).StatusCode)
+	_, err = str.Write(appendCapsule(nil, 0, append([]byte{0}, "capsules only"...)))
+	require.NoError(t, err)
+	str.SetReadDeadline(time.Now().Add(3 * time.Second))
+	typ, err := quicvarint.Read(quicvarint.NewReader(str))
+	require.NoError(t, err)
+	require.Zero(t, typ, "DATAGRAM capsule")
+	length, err := quicvarint.Read(quicvarint.NewReader(str))
+	require.NoError(t, err)
+	value := make([]byte, length)
+	_, err = io.ReadFull(str, value)
+	require.NoError(t, err)
+	require.Equal(t, "\x00capsules only", string(value))
 }

@@ -242,7 +242,7 @@ func (t *udpTunnel) sendToClient(b *udpio.Buffer, n int) {
 		return
 	}
 	var err error
-	if t.req.conn.datagrams {
+	if t.req.datagrams {
 		err = t.s.SendDatagram(b.Frame(udpio.Headroom, n), udpio.Headroom, 0)
 	} else {
 		err = t.req.writeDatagramCapsule(0, b.Payload()[:n])

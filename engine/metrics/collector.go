@@ -1,0 +1,253 @@
+package metrics
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/masqroute/masqroute/engine"
+)
+
+const namespace = "masqroute"
+
+// emitFunc reports one series of a family: its value and its label values,
+// in the order of the family's label names.
+type emitFunc func(value float64, labelValues ...string)
+
+// A family is one metric name and how its series are read from a snapshot.
+type family struct {
+	desc *prometheus.Desc
+	typ  prometheus.ValueType
+	read func(st *engine.ProxyStats, emit emitFunc)
+}
+
+// collector is the Collector NewCollector returns.
+type collector struct {
+	p        *engine.Proxy
+	families []family
+
+	mu    sync.Mutex // serializes Collect; guards floor
+	floor counterFloor
+}
+
+// NewCollector returns a Collector of p's counters (see the package doc for
+// the metric names). Each scrape takes one p.Stats snapshot.
+func NewCollector(p *engine.Proxy) prometheus.Collector {
+	return &collector{p: p, families: families(), floor: make(counterFloor)}
+}
+
+// Describe sends the descriptors of every family.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, f := range c.families {
+		ch <- f.desc
+	}
+}
+
+// Collect takes one snapshot of the proxy's counters and sends every series.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.p.Stats()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.families {
+		f.read(&st, func(v float64, lvs ...string) {
+			if f.typ == prometheus.CounterValue {
+				v = c.floor.raise(f.desc, lvs, v)
+			}
+			ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, lvs...)
+		})
+	}
+}
+
+// counterFloor remembers the highest value reported for each counter series,
+// so that a snapshot read while sessions end never makes a counter go back.
+type counterFloor map[string]float64
+
+// raise returns max(v, the series' floor) and records it as the new floor.
+func (fl counterFloor) raise(d *prometheus.Desc, labelValues []string, v float64) float64 {
+	key := d.String() + "\xff" + strings.Join(labelValues, "\xff")
+	if old, ok := fl[key]; ok && old > v {
+		return old
+	}
+	fl[key] = v
+	return v
+}
+
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
+}
+
+// scalar is a family with one unlabelled series.
+func scalar(typ prometheus.ValueType, name, help string, get func(*engine.ProxyStats) float64) family {
+	return family{
+		desc: newDesc(name, help),
+		typ:  typ,
+		read: func(st *engine.ProxyStats, emit emitFunc) { emit(get(st)) },
+	}
+}
+
+func counter(name, help string, get func(*engine.ProxyStats) uint64) family {
+	return scalar(prometheus.CounterValue, name, help, func(st *engine.ProxyStats) float64 { return float64(get(st)) })
+}
+
+func gauge(name, help string, get func(*engine.ProxyStats) float64) family {
+	return scalar(prometheus.GaugeValue, name, help, get)
+}
+
+// labelled is a family with one label whose values are fixed.
+type labelled struct {
+	value string
+	get   func(*engine.ProxyStats) uint64
+}
+
+func vector(typ prometheus.ValueType, name, help, label string, series ...labelled) family {
+	return family{
+		desc: newDesc(name, help, label),
+		typ:  typ,
+		read: func(st *engine.ProxyStats, emit emitFunc) {
+			for _, s := range series {
+				emit(float64(s.get(st)), s.value)
+			}
+		},
+	}
+}
+
+// refusalStatuses are the HTTP statuses the proxy refuses tunnels with
+// (design.md, "Bad input"); each gets a series from the start, at 0, so
+// that rates over them work before the first refusal. Others appear when
+// they happen.
+var refusalStatuses = []int{400, 401, 403, 404, 405, 407, 500, 501, 502, 503}
+
+// rejectedByStatus reads ProxyStats.Rejected: the known statuses always,
+// then any other in ascending order, status 0 as "other".
+func rejectedByStatus(st *engine.ProxyStats, emit emitFunc) {
+	for _, s := range refusalStatuses {
+		emit(float64(st.Rejected[s]), strconv.Itoa(s))
+	}
+	extra := make([]int, 0, len(st.Rejected))
+	for s := range st.Rejected {
+		if s != 0 && !isRefusalStatus(s) {
+			extra = append(extra, s)
+		}
+	}
+	sort.Ints(extra)
+	for _, s := range extra {
+		emit(float64(st.Rejected[s]), strconv.Itoa(s))
+	}
+	emit(float64(st.Rejected[0]), "other")
+}
+
+func isRefusalStatus(s int) bool {
+	for _, r := range refusalStatuses {
+		if r == s {
+			return true
+		}
+	}
+	return false
+}
+
+// families lists every metric, in the order of the package doc.
+func families() []family {
+	type st = engine.ProxyStats
+	return []family{
+		// Connections.
+		gauge("connections", "HTTP/3 connections open now.",
+			func(s *st) float64 { return float64(s.Conns) }),
+		counter("connections_accepted_total", "HTTP/3 connections accepted and served.",
+			func(s *st) uint64 { return s.ConnsAccepted }),
+		counter("connections_rejected_total", "Connections closed at once because the connection limit was reached.",
+			func(s *st) uint64 { return s.ConnsRejected }),
+
+		// Tunnels.
+		gauge("tunnels_active", "Tunnels live now, being set up or open.",
+			func(s *st) float64 { return float64(s.Tunnels) }),
+		counter("tunnels_opened_total", "Tunnel requests answered with a 2xx status.",
+			func(s *st) uint64 { return s.TunnelsOpened }),
+		{
+			desc: newDesc("tunnels_rejected_total",
+				"Requests the proxy refused, by HTTP status (other: a status outside the usual refusals).", "status"),
+			typ:  prometheus.CounterValue,
+			read: rejectedByStatus,
+		},
+		counter("tunnels_refused_by_policy_total",
+			"Requests refused with 403 because the target policy forbids the resolved target address.",
+			func(s *st) uint64 { return s.RefusedPolicy }),
+		counter("tunnels_dns_failures_total",
+			"Requests answered 502 because the target name did not resolve, or not in time.",
+			func(s *st) uint64 { return s.FailedDNS }),
+		counter("tunnels_dial_failures_total",
+			"Requests answered 502 because no UDP socket to the target could be opened.",
+			func(s *st) uint64 { return s.FailedDial }),
+		counter("tunnels_idle_closed_total", "Tunnels closed by the idle timeout.",
+			func(s *st) uint64 { return s.IdleClosed }),
+
+		// Datagrams.
+		vector(prometheus.CounterValue, "datagrams_total",
+			"UDP datagrams carried: to_target written to targets, to_client sent back to clients.", "direction",
+			labelled{"to_target", func(s *st) uint64 { return s.ToTarget }},
+			labelled{"to_client", func(s *st) uint64 { return s.ToClient }}),
+		vector(prometheus.CounterValue, "bytes_total",
+			"UDP payload bytes carried, by direction (to_target, to_client).", "direction",
+			labelled{"to_target", func(s *st) uint64 { return s.ToTargetBytes }},
+			labelled{"to_client", func(s *st) uint64 { return s.ToClientBytes }}),
+		counter("capsule_datagrams_total",
+			"Client datagrams that arrived in DATAGRAM capsules on the request stream instead of QUIC datagrams.",
+			func(s *st) uint64 { return s.CapsuleDatagrams }),
+		vector(prometheus.CounterValue, "datagrams_dropped_total",
+			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed), "+
+				"tunnel (malformed, unknown_context, oversize, send_error, return_oversize, return_send_error), "+
+				"connection (capsule_error, datagram_error).", "reason",
+			labelled{"unknown_stream", func(s *st) uint64 { return s.Router.DroppedUnknown }},
+			labelled{"pending_overflow", func(s *st) uint64 { return s.Router.DroppedPendingOverflow }},
+			labelled{"ring_full", func(s *st) uint64 { return s.Router.DroppedRingFull }},
+			labelled{"closed", func(s *st) uint64 { return s.Router.DroppedClosed }},
+			labelled{"malformed", func(s *st) uint64 { return s.DropMalformed }},
+			labelled{"unknown_context", func(s *st) uint64 { return s.DropUnknownContext }},
+			labelled{"oversize", func(s *st) uint64 { return s.DropOversize }},
+			labelled{"send_error", func(s *st) uint64 { return s.DropSendError }},
+			labelled{"return_oversize", func(s *st) uint64 { return s.DropReturnOversize }},
+			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},
+			labelled{"capsule_error", func(s *st) uint64 { return s.CapsuleErrors }},
+			labelled{"datagram_error", func(s *st) uint64 { return s.DatagramErrors }}),
+		counter("target_unreachable_total",
+			"ICMP errors (host or port unreachable) reported by target sockets.",
+			func(s *st) uint64 { return s.TargetUnreachable }),
+
+		// Routers.
+		counter("router_dispatched_total", "Datagrams handed to the routers.",
+			func(s *st) uint64 { return s.Router.Dispatched }),
+		counter("router_delivered_total", "Datagrams the routers delivered to their tunnel's session.",
+			func(s *st) uint64 { return s.Router.Delivered }),
+		gauge("router_queued", "Datagrams in session rings now, waiting for their session.",
+			func(s *st) float64 { return float64(s.Router.Queued) }),
+		gauge("router_held", "Datagrams in hold queues now, waiting for their stream's request.",
+			func(s *st) float64 { return float64(s.Router.HeldNow) }),
+		counter("router_held_total", "Datagrams that arrived before their stream's request and entered a hold queue.",
+			func(s *st) uint64 { return s.Router.Held }),
+		counter("router_held_delivered_total", "Held datagrams that reached their session.",
+			func(s *st) uint64 { return s.Router.HeldDelivered }),
+		vector(prometheus.GaugeValue, "router_sessions", "Router sessions now, by state (pending, active).", "state",
+			labelled{"pending", func(s *st) uint64 { return uint64(max(s.Router.Pending, 0)) }},
+			labelled{"active", func(s *st) uint64 { return uint64(max(s.Router.Active, 0)) }}),
+		counter("router_sessions_started_total", "Session starts the routers admitted.",
+			func(s *st) uint64 { return s.Router.Started }),
+		counter("router_sessions_registered_total", "Sessions registered directly, without a start.",
+			func(s *st) uint64 { return s.Router.Registered }),
+		counter("router_sessions_activated_total", "Session inits that succeeded.",
+			func(s *st) uint64 { return s.Router.Activated }),
+		counter("router_sessions_failed_total", "Session inits that failed (error, panic, timeout).",
+			func(s *st) uint64 { return s.Router.Failed }),
+		counter("router_sessions_cancelled_total", "Pending sessions cancelled (starter gave up, stream reset, connection closed).",
+			func(s *st) uint64 { return s.Router.Cancelled }),
+		counter("router_sessions_closed_total", "Active sessions that ended.",
+			func(s *st) uint64 { return s.Router.Closed }),
+		vector(prometheus.CounterValue, "router_sessions_rejected_total",
+			"Session starts the routers refused, by reason: limit (tunnel limit), exists (stream already routed), kind (no session kind).",
+			"reason",
+			labelled{"limit", func(s *st) uint64 { return s.Router.RejectedLimit }},
+			labelled{"exists", func(s *st) uint64 { return s.Router.RejectedExists }},
+			labelled{"kind", func(s *st) uint64 { return s.Router.RejectedKind }}),
+	}
+}

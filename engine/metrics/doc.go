@@ -1,0 +1,85 @@
+// Package metrics exposes a masqroute proxy's counters to Prometheus.
+//
+// NewCollector returns a prometheus.Collector that takes one
+// engine.Proxy.Stats snapshot per scrape and turns it into the families
+// below. Register it with a registry and serve that registry with promhttp:
+//
+//	reg := prometheus.NewRegistry()
+//	reg.MustRegister(metrics.NewCollector(proxy))
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// The collector keeps no state besides a floor per counter series: a
+// snapshot is read field by field while datagrams flow, so a counter summed
+// over live and ended sessions can read a little high or low for an instant.
+// A counter series is never reported lower than it was in an earlier scrape
+// (Prometheus would take that for a restart).
+//
+// # Metrics
+//
+// Connections:
+//
+//	masqroute_connections                       gauge    HTTP/3 connections open now
+//	masqroute_connections_accepted_total        counter  connections accepted and served
+//	masqroute_connections_rejected_total        counter  connections closed at once at the connection limit
+//
+// Tunnels:
+//
+//	masqroute_tunnels_active                    gauge    tunnels live now (being set up or open)
+//	masqroute_tunnels_opened_total              counter  tunnel requests answered 2xx
+//	masqroute_tunnels_rejected_total{status}    counter  requests refused, by HTTP status ("400" ... "503", "other")
+//	masqroute_tunnels_refused_by_policy_total   counter  of those: 403, target forbidden by the target policy
+//	masqroute_tunnels_dns_failures_total        counter  of those: 502, target name did not resolve in time
+//	masqroute_tunnels_dial_failures_total       counter  of those: 502, no UDP socket to the target
+//	masqroute_tunnels_idle_closed_total         counter  tunnels closed by the idle timeout
+//
+// Datagrams (UDP payloads between clients and targets):
+//
+//	masqroute_datagrams_total{direction}        counter  datagrams carried: "to_target", "to_client"
+//	masqroute_bytes_total{direction}            counter  their payload bytes
+//	masqroute_capsule_datagrams_total           counter  client datagrams that came in DATAGRAM capsules
+//	masqroute_datagrams_dropped_total{reason}   counter  datagrams dropped, by reason (below)
+//	masqroute_target_unreachable_total          counter  ICMP errors reported by target sockets
+//
+// Drop reasons of masqroute_datagrams_dropped_total. Routers, before a
+// datagram reaches its tunnel:
+//
+//	unknown_stream     no tunnel for its stream (after the hold queue, if any)
+//	pending_overflow   tunnel still being set up and its pending buffer full
+//	ring_full          tunnel's ring full: its session is behind
+//	closed             tunnel ended with the datagram queued or in flight
+//
+// Tunnels:
+//
+//	malformed          client datagram without a parsable context ID
+//	unknown_context    client datagram with a context ID other than 0
+//	oversize           over the payload limit, or refused by the kernel as too large (both ways)
+//	send_error         the target socket failed to send it
+//	return_oversize    reply too large for the client's QUIC datagrams
+//	return_send_error  the QUIC connection refused the reply
+//
+// Connections:
+//
+//	capsule_error      malformed or oversize capsule (its stream is reset)
+//	datagram_error     unparsable HTTP/3 datagram (its connection is closed)
+//
+// Routers (one per HTTP/3 connection, summed over all of them, ended ones
+// included):
+//
+//	masqroute_router_dispatched_total           counter  datagrams handed to a router
+//	masqroute_router_delivered_total            counter  datagrams a router delivered to its session
+//	masqroute_router_queued                     gauge    datagrams in session rings now
+//	masqroute_router_held                       gauge    datagrams in hold queues now
+//	masqroute_router_held_total                 counter  datagrams that entered a hold queue (arrived before their request)
+//	masqroute_router_held_delivered_total       counter  held datagrams that reached their session
+//	masqroute_router_sessions{state}            gauge    sessions now: "pending", "active"
+//	masqroute_router_sessions_started_total     counter  session starts admitted
+//	masqroute_router_sessions_registered_total  counter  sessions registered directly
+//	masqroute_router_sessions_activated_total   counter  session inits that succeeded
+//	masqroute_router_sessions_failed_total      counter  session inits that failed (error, panic, timeout)
+//	masqroute_router_sessions_cancelled_total   counter  pending sessions cancelled
+//	masqroute_router_sessions_closed_total      counter  active sessions ended
+//	masqroute_router_sessions_rejected_total{reason} counter  starts refused: "limit", "exists", "kind"
+//
+// Every datagram a router was handed ends in exactly one of delivered,
+// queued, held or a router drop reason.
+package metrics

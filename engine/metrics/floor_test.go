@@ -1,0 +1,38 @@
+package metrics
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/masqroute/masqroute/engine"
+)
+
+func TestCounterFloorNeverGoesBack(t *testing.T) {
+	fl := make(counterFloor)
+	a := prometheus.NewDesc("a_total", "a", []string{"l"}, nil)
+	b := prometheus.NewDesc("b_total", "b", nil, nil)
+	require.Equal(t, 5.0, fl.raise(a, []string{"x"}, 5))
+	require.Equal(t, 5.0, fl.raise(a, []string{"x"}, 4), "a lower read keeps the floor")
+	require.Equal(t, 7.0, fl.raise(a, []string{"x"}, 7))
+	require.Equal(t, 1.0, fl.raise(a, []string{"y"}, 1), "series are separate")
+	require.Equal(t, 2.0, fl.raise(b, nil, 2), "families are separate")
+}
+
+func TestRejectedByStatusLabels(t *testing.T) {
+	st := engine.ProxyStats{Rejected: map[int]uint64{403: 2, 0: 1, 429: 3, 418: 4}}
+	got := map[string]float64{}
+	var order []string
+	rejectedByStatus(&st, func(v float64, lvs ...string) {
+		require.Len(t, lvs, 1)
+		got[lvs[0]] = v
+		order = append(order, lvs[0])
+	})
+	require.Equal(t, []string{"400", "401", "403", "404", "405", "407", "500", "501", "502", "503", "418", "429", "other"}, order)
+	require.Equal(t, 2.0, got["403"])
+	require.Equal(t, 4.0, got["418"])
+	require.Equal(t, 3.0, got["429"])
+	require.Equal(t, 1.0, got["other"])
+	require.Zero(t, got["502"])
+}
