@@ -5,9 +5,16 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run test vet unit race bench-smoke bench fuzz lint clean
+.PHONY: run demo test vet unit race bench-smoke bench fuzz lint clean
 
+# run starts the proxy on 127.0.0.1:4433 in development mode: a self-signed
+# certificate, loopback targets allowed, a local UDP echo target, and a
+# banner that says how to send traffic through it.
 run:
+	$(GO) run ./cmd/masqroute -dev
+
+# demo routes datagrams through a bare engine.Router and prints the counters.
+demo:
 	$(GO) run ./cmd/routerdemo
 
 test: vet race bench-smoke

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -26,23 +27,24 @@ type Request struct {
 	// Vars are the URI template's variables, percent-decoded.
 	Vars map[string]string
 
-	conn      *proxyConn
-	stream    h3.Stream
+	conn   *proxyConn
+	stream h3.Stream
 	// datagrams: the client takes HTTP/3 datagrams (QUIC datagrams and
 	// SETTINGS_H3_DATAGRAM), so replies go as datagrams, not capsules.
 	datagrams bool
 	w         http.ResponseWriter
 	udpTarget *template.Target
 
-	wmu sync.Mutex // serializes capsule writes on the stream
-	// sessionEnded is closed (by endStream) when the session has ended, so
-	// the capsule reader stops.
+	// wmu serializes capsule writes on the stream, and orders them
+	// before the end of the handler (see end).
+	wmu     sync.Mutex
 	endOnce sync.Once
-	ended   chan struct{}
+	ended   chan struct{} // closed by end, under wmu
 }
 
 // WriteCapsule writes one capsule on the request stream and flushes it. It
-// is safe for concurrent use. After the tunnel ended it fails.
+// is safe for concurrent use. Once the tunnel has ended it fails with
+// net.ErrClosed.
 func (r *Request) WriteCapsule(typ uint64, value []byte) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
@@ -67,17 +69,46 @@ func (r *Request) writeDatagramCapsule(contextID uint64, payload []byte) error {
 	return r.WriteCapsule(wire.CapsuleDatagram, v)
 }
 
-// endStream stops the request's capsule reader once its session ended.
-func (r *Request) endStream(reason error) {
+// end runs once the session's Handler has been closed: no capsule may be
+// written after it (the ResponseWriter dies with the HTTP handler), and the
+// capsule reader, if still blocked, is stopped so the HTTP handler returns
+// and the stream is closed with a FIN.
+func (r *Request) end(reason error) {
 	r.endOnce.Do(func() {
+		r.wmu.Lock()
 		close(r.ended)
-		if errors.Is(reason, ErrStreamReset) {
-			return // the peer reset it; nothing to say
+		r.wmu.Unlock()
+		if !errors.Is(reason, ErrStreamReset) { // a reset stream needs nothing more
+			r.stream.CancelRead(wire.ErrCodeNoError)
 		}
-		// Unblock the capsule reader; the handler then returns and the
-		// stream's send side is closed with a FIN.
-		r.stream.CancelRead(wire.ErrCodeNoError)
 	})
+}
+
+// requestKind wraps every Kind the proxy serves, so that whatever the kind,
+// the request learns when its session's Handler has been closed.
+type requestKind struct{ inner Kind }
+
+func (k requestKind) Start(ctx context.Context, s *Session, args Args) (Handler, error) {
+	h, err := k.inner.Start(ctx, s, args)
+	if err != nil || h == nil {
+		return h, err
+	}
+	if req, ok := args.Value.(*Request); ok {
+		return &requestHandler{Handler: h, req: req}, nil
+	}
+	return h, nil
+}
+
+type requestHandler struct {
+	Handler
+	req *Request
+}
+
+// Close closes the kind's Handler (which stops everything of the tunnel
+// that could still write to the stream), then ends the request.
+func (h *requestHandler) Close(reason error) {
+	h.Handler.Close(reason)
+	h.req.end(reason)
 }
 
 // MASQUEHandler returns the handler for MASQUE requests: extended CONNECT
@@ -120,7 +151,7 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 	}
 	req := &Request{HTTP: r, conn: c, w: w, ended: make(chan struct{})}
 	if proto == ProtocolConnectUDP {
-		if _, own := kind.(*udpKind); own {
+		if rk, ok := kind.(requestKind); ok && isUDPKind(rk.inner) {
 			vars, ok := p.udpTmpl.Match("https://" + r.Host + r.RequestURI)
 			if !ok {
 				p.refuse(w, &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
@@ -231,10 +262,12 @@ func (p *Proxy) readCapsules(c *proxyConn, s *Session, req *Request) {
 			req.stream.CancelRead(wire.ErrCodeMessageError)
 			req.stream.CancelWrite(wire.ErrCodeMessageError)
 			s.CloseWithError(err)
-		default: // connection gone, or our own CancelRead
+		default: // the connection is gone
 			c.router.Unregister(id)
 		}
-		<-s.Done()
+		// Return only once the Handler is closed: the ResponseWriter must
+		// outlive every capsule write.
+		<-req.ended
 		return
 	}
 }

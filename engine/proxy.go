@@ -185,11 +185,11 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		live:      make(map[*tunnelCounters]struct{}),
 	}
 	p.kinds = NewRegistry()
-	p.kinds.Register(ProtocolConnectUDP, &udpKind{p: p})
+	p.kinds.Register(ProtocolConnectUDP, requestKind{&udpKind{p: p}})
 	if cfg.Kinds != nil {
 		cfg.Kinds.mu.RLock()
 		for proto, k := range cfg.Kinds.kinds {
-			p.kinds.Register(proto, k)
+			p.kinds.Register(proto, requestKind{k})
 		}
 		cfg.Kinds.mu.RUnlock()
 	}
@@ -226,6 +226,7 @@ func (p *Proxy) Serve(ln *quic.Listener) error {
 	p.mu.Lock()
 	if p.closed || p.draining.Load() {
 		p.mu.Unlock()
+		ln.Close()
 		return http.ErrServerClosed
 	}
 	p.listeners[ln] = struct{}{}

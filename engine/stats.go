@@ -108,6 +108,11 @@ func (r *Router) Stats() Stats {
 	pushed := c.foldedPushed.Load()
 	st.Delivered = c.foldedDelivered.Load()
 	r.sessions.Range(func(_ uint64, s *Session) bool {
+		// A session in a terminal state is folded into the totals, or
+		// about to be; counting it here too could count it twice.
+		if s.state.load().Terminal() {
+			return true
+		}
 		pushed += s.ring.Stats().Pushed
 		st.Delivered += s.delivered.Load()
 		st.Queued += uint64(s.ring.Len())

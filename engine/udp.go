@@ -44,6 +44,8 @@ var udpBuffers udpio.Pool
 // against the resolved address, connect a UDP socket to that same address.
 type udpKind struct{ p *Proxy }
 
+func isUDPKind(k Kind) bool { _, ok := k.(*udpKind); return ok }
+
 func (k *udpKind) Start(ctx context.Context, s *Session, args Args) (Handler, error) {
 	req, ok := args.Value.(*Request)
 	if !ok || req.udpTarget == nil {
@@ -261,7 +263,7 @@ func (t *udpTunnel) sendToClient(b *udpio.Buffer, n int) {
 
 // Close ends the tunnel: the socket is closed, which ends
 // RoutineUDPReceive, and Close waits for it so that no goroutine outlives
-// the session. It also ends the request stream's capsule reader.
+// the session and nothing writes to the request stream afterwards.
 func (t *udpTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
 		if t.idle != nil {
@@ -269,7 +271,6 @@ func (t *udpTunnel) Close(reason error) {
 		}
 		t.conn.Close()
 		<-t.done
-		t.req.endStream(reason)
 		t.p.trackTunnel(&t.c, false)
 		t.p.log.Debug("masqroute: tunnel closed", "stream", t.s.StreamID(), "target", t.target, "reason", reason)
 	})

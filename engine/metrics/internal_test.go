@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,4 +36,44 @@ func TestRejectedByStatusLabels(t *testing.T) {
 	require.Equal(t, 3.0, got["429"])
 	require.Equal(t, 1.0, got["other"])
 	require.Zero(t, got["502"])
+}
+
+// TestEveryStatIsExposed fails when ProxyStats or Stats gains a field that
+// no metric reads: each field gets a distinct value, and each value must
+// come out of some series.
+func TestEveryStatIsExposed(t *testing.T) {
+	var st engine.ProxyStats
+	want := map[float64]string{}
+	next := 1000.0
+	var skipped []string
+	fill := func(v reflect.Value, prefix string) {
+		for i := range v.NumField() {
+			f := v.Field(i)
+			name := prefix + v.Type().Field(i).Name
+			switch f.Kind() {
+			case reflect.Uint64:
+				f.SetUint(uint64(next))
+			case reflect.Int64:
+				f.SetInt(int64(next))
+			default:
+				skipped = append(skipped, name)
+				continue
+			}
+			want[next] = name
+			next++
+		}
+	}
+	fill(reflect.ValueOf(&st).Elem(), "")
+	fill(reflect.ValueOf(&st.Router).Elem(), "Router.")
+	st.Rejected = map[int]uint64{403: uint64(next)}
+	want[next] = "Rejected[403]"
+
+	got := map[float64]bool{}
+	for _, f := range families() {
+		f.read(&st, func(v float64, _ ...string) { got[v] = true })
+	}
+	for v, name := range want {
+		require.True(t, got[v], "ProxyStats.%s is in no metric", name)
+	}
+	require.Equal(t, []string{"Rejected", "Router"}, skipped, "fields of a kind this test does not fill")
 }

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/masqroute/masqroute/engine"
+)
+
+// bannerEnd is the banner's last line; tests wait for it.
+const bannerEnd = "Press Ctrl-C to stop."
+
+// printBanner tells a newcomer, in -dev mode, where everything is and the
+// exact command that sends traffic through the proxy.
+func (d *daemon) printBanner(w io.Writer) {
+	proxyAddr := dialable(d.ln.Addr().String())
+	echoAddr := d.echo.Addr().String()
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+
+	p("")
+	p("masqroute: DEVELOPMENT MODE")
+	p("  !! Loopback targets are ALLOWED (%s): any client of this proxy can reach", prefixList())
+	p("  !! UDP services on this host. Never run -dev where others can reach the proxy.")
+	p("")
+	p("  proxy     %s  (QUIC, HTTP/3, CONNECT-UDP)", d.ln.Addr())
+	p("  template  %s", d.cfg.template)
+	if d.caFile != "" {
+		p("  CA file   %s  (self-signed certificate; clients trust it with -ca)", d.caFile)
+	}
+	p("  echo      %s  (UDP echo target)", echoAddr)
+	p("")
+	p("Send traffic through the proxy:")
+	p("  %s", d.clientCommand(proxyAddr, echoAddr))
+	p("")
+	p("Look inside:")
+	if u := d.obs.metricsURL(); u != "" {
+		p("  metrics   curl -s %s | grep '^masqroute_'", u)
+	} else {
+		p("  metrics   off (-metrics)")
+	}
+	if u := d.obs.pprofURL(); u != "" {
+		p("  pprof     curl -s %s  (go tool pprof '%sprofile?seconds=10')", u, u)
+	} else {
+		p("  pprof     off (-pprof)")
+	}
+	if d.obs.gops {
+		pid := os.Getpid()
+		p("  gops      gops stack %d; gops stats %d; gops trace %d", pid, pid, pid)
+		p("            (go install github.com/google/gops@latest if gops is missing)")
+	} else {
+		p("  gops      off (-gops)")
+	}
+	p("")
+	p(bannerEnd)
+	io.WriteString(w, b.String())
+}
+
+// clientCommand is the client command line that sends five datagrams to
+// the echo target through this proxy.
+func (d *daemon) clientCommand(proxyAddr, echoAddr string) string {
+	args := []string{commandName(), "client", "-proxy", proxyAddr}
+	if d.caFile != "" {
+		args = append(args, "-ca", shellQuote(d.caFile))
+	} else {
+		args = append(args, "-insecure")
+	}
+	if d.cfg.template != engine.DefaultUDPTemplate {
+		args = append(args, "-template", shellQuote(d.cfg.template))
+	}
+	args = append(args, "-target", echoAddr, "-count", "5")
+	return strings.Join(args, " ")
+}
+
+func prefixList() string {
+	s := make([]string, len(loopbackTargets))
+	for i, p := range loopbackTargets {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// shellSafe are the bytes a POSIX shell word may hold unquoted.
+const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.,:/@%+="
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool { return !strings.ContainsRune(shellSafe, r) }) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

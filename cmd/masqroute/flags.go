@@ -1,0 +1,132 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/policy"
+)
+
+// serveConfig is the daemon's command line.
+type serveConfig struct {
+	listen   string
+	cert     string
+	key      string
+	writeCA  string
+	template string
+
+	maxTunnelsPerConn int
+	maxTunnels        int
+	maxConns          int
+	initTimeout       time.Duration
+	idleTimeout       time.Duration
+	resolveTimeout    time.Duration
+	maxDatagram       int
+	maxCapsule        int
+
+	allow, deny           string
+	allowPorts, denyPorts string
+
+	metrics string
+	pprof   string
+	gops    bool
+
+	logLevel        slog.Level
+	shutdownTimeout time.Duration
+	dev             bool
+}
+
+// parseServeFlags parses the daemon's flags.
+func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet("masqroute", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText, "\nProxy flags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "UDP `address` to serve QUIC on (port 0: any free port)")
+	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain, PEM `file` (with -key; both empty: a self-signed one is made)")
+	fs.StringVar(&c.key, "key", "", "TLS private key, PEM `file`")
+	fs.StringVar(&c.writeCA, "write-ca", "", "write the self-signed certificate to this PEM `file` for clients to trust\n"+
+		"(default: a new file in the temporary directory, removed on exit)")
+	fs.StringVar(&c.template, "template", engine.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
+	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", engine.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
+	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
+	fs.IntVar(&c.maxConns, "max-conns", 0, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", engine.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
+	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", engine.DefaultResolveTimeout, "bound on one target name lookup")
+	fs.IntVar(&c.maxDatagram, "max-datagram", engine.DefaultMaxDatagramPayload, "largest UDP payload carried either way, in `bytes`; larger ones are dropped and counted")
+	fs.IntVar(&c.maxCapsule, "max-capsule", engine.DefaultMaxCapsule, "largest capsule value in `bytes`; a larger one resets its stream")
+	fs.StringVar(&c.allow, "allow", "", "comma-separated `CIDRs or addresses` tunnels may reach even if the built-in policy refuses them")
+	fs.StringVar(&c.deny, "deny", "", "comma-separated `CIDRs or addresses` tunnels may never reach")
+	fs.StringVar(&c.allowPorts, "allow-ports", "", "comma-separated target `ports or ranges` (53,443,1000-2000); empty: any")
+	fs.StringVar(&c.denyPorts, "deny-ports", "", "comma-separated target `ports or ranges` to refuse")
+	fs.StringVar(&c.metrics, "metrics", "127.0.0.1:9464", "TCP `address` serving Prometheus /metrics (empty: off)")
+	fs.StringVar(&c.pprof, "pprof", "127.0.0.1:6060", "TCP `address` serving net/http/pprof under /debug/pprof/ (empty: off)")
+	fs.BoolVar(&c.gops, "gops", true, "start the gops agent (gops stack|stats|trace PID)")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may go on before they are cut")
+	fs.BoolVar(&c.dev, "dev", false, "development mode: self-signed certificate, LOOPBACK TARGETS ALLOWED, a local UDP echo target, a banner")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return nil, err
+	}
+	if (c.cert == "") != (c.key == "") {
+		return nil, usageError("-cert and -key go together")
+	}
+	if c.cert != "" && c.writeCA != "" {
+		return nil, usageError("-write-ca is for a self-signed certificate; it cannot go with -cert")
+	}
+	return c, nil
+}
+
+// loopbackTargets are what -dev adds to the allow list.
+var loopbackTargets = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// targetPolicy builds the target policy from -allow, -deny, -allow-ports,
+// -deny-ports, and -dev.
+func (c *serveConfig) targetPolicy() (*policy.Policy, error) {
+	var pc policy.Config
+	var err error
+	if pc.Allow, err = policy.ParsePrefixes(c.allow); err != nil {
+		return nil, fmt.Errorf("-allow: %w", err)
+	}
+	if pc.Deny, err = policy.ParsePrefixes(c.deny); err != nil {
+		return nil, fmt.Errorf("-deny: %w", err)
+	}
+	if pc.AllowPorts, err = policy.ParsePorts(c.allowPorts); err != nil {
+		return nil, fmt.Errorf("-allow-ports: %w", err)
+	}
+	if pc.DenyPorts, err = policy.ParsePorts(c.denyPorts); err != nil {
+		return nil, fmt.Errorf("-deny-ports: %w", err)
+	}
+	if c.dev {
+		pc.Allow = append(pc.Allow, loopbackTargets...)
+	}
+	return policy.New(pc)
+}
+
+// proxyConfig is the engine configuration the flags describe.
+func (c *serveConfig) proxyConfig(pol *policy.Policy, log *slog.Logger) engine.ProxyConfig {
+	return engine.ProxyConfig{
+		UDPTemplate:        c.template,
+		Policy:             pol,
+		ResolveTimeout:     c.resolveTimeout,
+		MaxTunnelsPerConn:  c.maxTunnelsPerConn,
+		MaxTunnels:         c.maxTunnels,
+		MaxConns:           c.maxConns,
+		InitTimeout:        c.initTimeout,
+		IdleTimeout:        c.idleTimeout,
+		MaxDatagramPayload: c.maxDatagram,
+		MaxCapsule:         c.maxCapsule,
+		Logger:             log,
+	}
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/google/gops/agent"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/metrics"
+)
+
+// observer serves what lets a person look inside the daemon: Prometheus
+// metrics, pprof, and the gops agent. Each is optional.
+type observer struct {
+	log *slog.Logger
+
+	metricsSrv  *http.Server
+	metricsAddr net.Addr // nil when off
+	pprofSrv    *http.Server
+	pprofAddr   net.Addr // nil when off
+	gops        bool     // the agent is listening
+
+	wg sync.WaitGroup // one per http.Server.Serve
+}
+
+// startObserver binds the metrics and pprof listeners (so a busy port fails
+// the start) and starts the gops agent; a gops failure is only logged.
+func startObserver(cfg *serveConfig, p *engine.Proxy, log *slog.Logger) (*observer, error) {
+	o := &observer{log: log}
+	if cfg.metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(
+			metrics.NewCollector(p),
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		srv, addr, err := o.serveHTTP("metrics", cfg.metrics, mux)
+		if err != nil {
+			o.close(context.Background())
+			return nil, err
+		}
+		o.metricsSrv, o.metricsAddr = srv, addr
+	}
+	if cfg.pprof != "" {
+		// Its own mux: importing net/http/pprof also registers the
+		// handlers on http.DefaultServeMux, which nothing here serves.
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv, addr, err := o.serveHTTP("pprof", cfg.pprof, mux)
+		if err != nil {
+			o.close(context.Background())
+			return nil, err
+		}
+		o.pprofSrv, o.pprofAddr = srv, addr
+	}
+	if cfg.gops {
+		// The daemon handles signals itself: no ShutdownCleanup, which
+		// would exit the process on SIGINT.
+		if err := agent.Listen(agent.Options{Addr: "127.0.0.1:0"}); err != nil {
+			log.Warn("gops agent not started", "error", err)
+		} else {
+			o.gops = true
+		}
+	}
+	return o, nil
+}
+
+// serveHTTP listens on addr and serves h there on its own goroutine.
+func (o *observer) serveHTTP(what, addr string, h http.Handler) (*http.Server, net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("-%s: %w", what, err)
+	}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+		o.log.Warn(what+" listens beyond loopback: whoever reaches it can read it", "addr", ln.Addr())
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(o.log.Handler(), slog.LevelWarn)}
+	o.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			o.log.Error(what+" server failed", "error", err)
+		}
+	})
+	return srv, ln.Addr(), nil
+}
+
+// close stops the HTTP servers (letting requests in flight finish within
+// ctx, then cutting them) and the gops agent.
+func (o *observer) close(ctx context.Context) {
+	for _, srv := range []*http.Server{o.metricsSrv, o.pprofSrv} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close() // a long profile or trace request
+		}
+	}
+	o.wg.Wait()
+	if o.gops {
+		agent.Close()
+		o.gops = false
+	}
+}
+
+// metricsURL is where metrics are scraped, "" when off.
+func (o *observer) metricsURL() string {
+	if o.metricsAddr == nil {
+		return ""
+	}
+	return "http://" + dialable(o.metricsAddr.String()) + "/metrics"
+}
+
+// pprofURL is the pprof index, "" when off.
+func (o *observer) pprofURL() string {
+	if o.pprofAddr == nil {
+		return ""
+	}
+	return "http://" + dialable(o.pprofAddr.String()) + "/debug/pprof/"
+}
+
+// dialable turns a listen address into one a local client can dial: an
+// unspecified host becomes loopback.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
+		if err == nil && a.Is6() && !a.Is4In6() {
+			return net.JoinHostPort("::1", port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}

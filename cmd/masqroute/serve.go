@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/devcert"
+	"github.com/masqroute/masqroute/engine/echo"
+)
+
+// daemon is a running proxy and what serves beside it.
+type daemon struct {
+	cfg *serveConfig
+	log *slog.Logger
+
+	proxy  *engine.Proxy
+	ln     *quic.Listener
+	served chan error // Serve's result
+
+	caFile   string // self-signed certificate's PEM file; "" with -cert
+	removeCA bool   // caFile is ours to remove on exit
+
+	obs  *observer
+	echo *echo.Server // -dev only
+}
+
+// runServe runs the daemon until ctx is done, then shuts it down.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseServeFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	d := &daemon{cfg: cfg, log: log}
+	if err := d.start(); err != nil {
+		d.close(context.Background())
+		return err
+	}
+	log.Info("masqroute started", "listen", d.ln.Addr().String(), "metrics", d.obs.metricsURL(),
+		"pprof", d.obs.pprofURL(), "gops", d.obs.gops, "dev", cfg.dev)
+	if cfg.dev {
+		d.printBanner(stdout)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("masqroute shutting down", "timeout", cfg.shutdownTimeout)
+	case serveErr = <-d.served:
+		d.served <- serveErr // for close
+		log.Error("masqroute stopped serving", "error", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	d.close(sctx)
+	log.Info("masqroute stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+// start sets everything up: certificate, proxy, QUIC listener, metrics,
+// pprof and gops, and the echo target in -dev mode. On error, close undoes
+// what was done.
+func (d *daemon) start() error {
+	cfg := d.cfg
+	pol, err := cfg.targetPolicy()
+	if err != nil {
+		return err
+	}
+	if cfg.dev {
+		d.log.Warn("dev mode: tunnels may reach LOOPBACK targets on this host", "allow", loopbackTargets)
+	}
+	tlsConf, err := d.serverTLS()
+	if err != nil {
+		return err
+	}
+	d.proxy, err = engine.NewProxy(cfg.proxyConfig(pol, d.log))
+	if err != nil {
+		return err
+	}
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	d.ln, err = quic.ListenAddr(cfg.listen, tlsConf, d.proxy.QUICConfig(nil))
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.listen, err)
+	}
+	d.served = make(chan error, 1)
+	go func() { d.served <- d.proxy.Serve(d.ln) }()
+
+	if d.obs, err = startObserver(cfg, d.proxy, d.log); err != nil {
+		return err
+	}
+	if cfg.dev {
+		if d.echo, err = echo.Listen("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("echo target: %w", err)
+		}
+		d.log.Info("echo target started", "addr", d.echo.Addr())
+	}
+	return nil
+}
+
+// serverTLS loads -cert and -key, or makes a self-signed certificate and
+// writes it where clients can read it.
+func (d *daemon) serverTLS() (*tls.Config, error) {
+	cfg := d.cfg
+	if cfg.cert != "" {
+		kp, err := tls.LoadX509KeyPair(cfg.cert, cfg.key)
+		if err != nil {
+			return nil, fmt.Errorf("load certificate: %w", err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS13}, nil
+	}
+	hosts, err := certHosts(cfg.listen)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := devcert.New(hosts...)
+	if err != nil {
+		return nil, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	if cfg.writeCA != "" {
+		if err := os.WriteFile(cfg.writeCA, cert.PEM, 0o644); err != nil {
+			return nil, fmt.Errorf("-write-ca: %w", err)
+		}
+		d.caFile = cfg.writeCA
+	} else {
+		f, err := os.CreateTemp("", "masqroute-ca-*.pem")
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		d.caFile, d.removeCA = f.Name(), true
+		_, err = f.Write(cert.PEM)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+	}
+	d.log.Info("self-signed certificate made; clients trust it with -ca", "hosts", hosts, "ca", d.caFile)
+	return cert.ServerTLS(), nil
+}
+
+// certHosts are the names a self-signed certificate is made for: the listen
+// host and localhost, or every loopback name when the host is unspecified
+// (the proxy answers on every address then).
+func certHosts(listen string) ([]string, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("-listen: %w", err)
+	}
+	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
+		hosts := []string{"127.0.0.1", "::1", "localhost"}
+		if name, err := os.Hostname(); err == nil && name != "" && name != "localhost" {
+			hosts = append(hosts, name)
+		}
+		return hosts, nil
+	}
+	if host == "localhost" {
+		return []string{"localhost", "127.0.0.1", "::1"}, nil
+	}
+	return []string{host, "localhost"}, nil
+}
+
+// close stops everything start started, in order: the proxy drains first
+// (within ctx) while metrics still answer, then the observers, the echo
+// target and the CA file go. It may be called on a half-started daemon.
+func (d *daemon) close(ctx context.Context) {
+	if d.proxy != nil {
+		if err := d.proxy.Shutdown(ctx); err != nil {
+			d.log.Warn("tunnels cut short by the shutdown timeout", "error", err)
+		}
+	}
+	if d.ln != nil {
+		d.ln.Close()
+		if err := <-d.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Debug("proxy Serve returned", "error", err)
+		}
+	}
+	if d.obs != nil {
+		d.obs.close(ctx)
+	}
+	if d.echo != nil {
+		d.echo.Close()
+	}
+	if d.removeCA {
+		if err := os.Remove(d.caFile); err != nil {
+			d.log.Warn("could not remove the CA file", "file", d.caFile, "error", err)
+		}
+	}
+}
