@@ -38,6 +38,18 @@ bench-smoke:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 60m $(PKGS)
 
+# fuzz runs every fuzz target of every package for FUZZTIME each. Crashers
+# land in the package's testdata/fuzz/ and become regression seeds that
+# `make test` runs from then on.
+FUZZTIME ?= 1m
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg; \
+	  done; \
+	done
+
 lint: vet
 
 clean:
