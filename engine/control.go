@@ -103,14 +103,17 @@ func (r *Router) handleLocked(m ctlMsg) {
 	}
 }
 
+// admitLocked decides whether a session for id may be created. A stream
+// that already has a session is refused as such even at the tunnel limit:
+// the more specific reason wins (found by FuzzRouter).
 func (r *Router) admitLocked(id uint64) error {
-	if r.opts.MaxTunnels > 0 && r.live >= r.opts.MaxTunnels {
-		r.counters.rejectedLimit.Add(1)
-		return ErrTooManyTunnels
-	}
 	if r.sessions.Load(id) != nil {
 		r.counters.rejectedExists.Add(1)
 		return ErrStreamExists
+	}
+	if r.opts.MaxTunnels > 0 && r.live >= r.opts.MaxTunnels {
+		r.counters.rejectedLimit.Add(1)
+		return ErrTooManyTunnels
 	}
 	return nil
 }
@@ -160,10 +163,12 @@ func (r *Router) insertLocked(s *Session) {
 
 // removeLocked unpublishes s (if it is still the session routed for its
 // stream) and frees its place under MaxTunnels.
-func (r *Router) removeLocked(s *Session) {
+func (r *Router) removeLocked(s *Session) bool {
 	if r.sessions.CompareAndDelete(s.id, s) {
 		r.live--
+		return true
 	}
+	return false
 }
 
 // cancelLocked moves a pending session to cancelled and releases its
@@ -202,9 +207,13 @@ func (r *Router) endLocked(s *Session, reason error) {
 	}
 }
 
-// forgetLocked removes a session whose init failed.
+// forgetLocked removes a session whose init failed and releases its
+// starter. Whoever removes a failed session from the map releases it, so
+// that happens exactly once (here, or in shutdownLocked).
 func (r *Router) forgetLocked(s *Session) {
-	r.removeLocked(s)
+	if r.removeLocked(s) {
+		close(s.ready)
+	}
 }
 
 func (s *Session) routineSession() {
@@ -217,7 +226,9 @@ func (s *Session) routineSession() {
 func (r *Router) shutdownLocked() {
 	r.sessions.Range(func(_ uint64, s *Session) bool {
 		r.endLocked(s, ErrRouterClosed)
-		r.removeLocked(s) // failed sessions whose opForget never came
+		if s.state.load() == StateFailed {
+			r.forgetLocked(s) // its opForget may never come
+		}
 		return true
 	})
 	r.baseCancel()

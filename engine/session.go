@@ -154,7 +154,9 @@ func (s *Session) routineInit(ctx context.Context, kind Kind, args Args) {
 			r.counters.failed.Add(1)
 			r.counters.pending.Add(-1)
 			s.startErr.store(&initError{err})
-			close(s.ready) // release the starter
+			// The control plane removes the session, then releases the
+			// starter: once StartSession returns, the stream and its
+			// place under MaxTunnels are free again.
 			r.post(ctlMsg{op: opForget, s: s})
 		}
 		// Else a cancel won; the canceller released the starter and
