@@ -18,10 +18,11 @@ func TestEchoIPv4(t *testing.T) {
 	for i := range 10 {
 		echoOnce(t, u, []byte(fmt.Sprintf("hello %d", i)))
 	}
-	st := env.proxy.Stats()
-	require.GreaterOrEqual(t, st.ToTarget, uint64(10))
-	require.GreaterOrEqual(t, st.ToClient, uint64(10))
-	require.Equal(t, uint64(1), st.TunnelsOpened)
+	waitFor(t, "counters", func() bool {
+		st := env.proxy.Stats()
+		return st.ToTarget >= 10 && st.ToClient >= 10
+	})
+	require.Equal(t, uint64(1), env.proxy.Stats().TunnelsOpened)
 }
 
 func TestEchoHostname(t *testing.T) {

@@ -112,7 +112,11 @@ func TestTenThousandDatagramsAccounted(t *testing.T) {
 			received[binary.BigEndian.Uint32(buf)] = true
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Counters are added after each write returns; let the last settle.
+	waitFor(t, "counters settle", func() bool {
+		st := env.proxy.Stats()
+		return st.ToClient == env.echo.Sent.Load() && st.ToTarget == env.echo.Received.Load()
+	})
 	st := env.proxy.Stats()
 	cst := c.Router().Stats()
 	t.Logf("sent %d, proxy dispatched %d, to target %d, echoed %d, to client %d, client dispatched %d, received %d",
