@@ -141,7 +141,7 @@ func TestResolvedAddressIsCheckedAndUsed(t *testing.T) {
 	require.NoError(t, err)
 	r := &rebindingResolver{answers: [][]netip.Addr{
 		{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("127.0.0.1")}, // private first, then allowed
-		{netip.MustParseAddr("169.254.169.254")},                             // what a rebinding attack answers next
+		{netip.MustParseAddr("169.254.169.254")},                            // what a rebinding attack answers next
 	}}
 	env := startProxy(t, engine.ProxyConfig{Policy: pol, Resolver: r})
 	u := dialUDP(t, env.dial(t), "rebind.test:"+portOf(env.echo.Addr().String()))

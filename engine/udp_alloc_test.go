@@ -69,4 +69,3 @@ func TestUDPTunnelDoesNotAllocate(t *testing.T) {
 	require.Zero(t, allocs, "allocations per batch of 8 datagrams, both directions")
 	require.Equal(t, uint64(202*8), tun.c.toTarget.Load()) // our warm-up, AllocsPerRun's, 200 runs
 }
-
