@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run demo test vet unit race bench-smoke bench fuzz lint clean
+.PHONY: run demo test vet unit race bench-smoke bench fuzz soak lint clean
 
 # run starts the proxy on 127.0.0.1:4433 in development mode: a self-signed
 # certificate, loopback targets allowed, a local UDP echo target, and a
@@ -49,6 +49,13 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg; \
 	  done; \
 	done
+
+# soak opens and closes tunnels with traffic over connections that come and
+# go for SOAK (default 2m), then checks goroutines, file descriptors, heap and
+# hop-by-hop accounting. `make test` runs it for 3 s.
+SOAK ?= 2m
+soak:
+	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./engine/ -soak $(SOAK)
 
 lint: vet
 
