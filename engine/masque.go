@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -34,6 +35,7 @@ type Request struct {
 	datagrams bool
 	w         http.ResponseWriter
 	udpTarget *template.Target
+	ipScope   *ipScopeRequest
 
 	// wmu serializes capsule writes on the stream, and orders them
 	// before the end of the handler (see end).
@@ -150,6 +152,16 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := &Request{HTTP: r, conn: c, w: w, ended: make(chan struct{})}
+	if rk, ok := kind.(requestKind); ok && isIPKind(rk.inner) {
+		target, ipproto, ok := p.ip.match("https://" + r.Host + r.RequestURI)
+		if !ok {
+			p.refuse(w, &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
+				Details: "path does not match the URI template"}, &p.counters.rejected)
+			return
+		}
+		req.ipScope = &ipScopeRequest{target: target, ipproto: ipproto}
+		req.Vars = map[string]string{"target": target, "ipproto": ipproto}
+	}
 	if proto == ProtocolConnectUDP {
 		if rk, ok := kind.(requestKind); ok && isUDPKind(rk.inner) {
 			vars, ok := p.udpTmpl.Match("https://" + r.Host + r.RequestURI)
@@ -219,6 +231,10 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 		return
 	}
 	p.counters.tunnelsOpened.Add(1)
+	pc := p.byProto[proto]
+	pc.opened.Add(1)
+	pc.live.Add(1)
+	defer pc.live.Add(-1)
 	w.Header().Set("Capsule-Protocol", "?1")
 	req.wmu.Lock()
 	w.WriteHeader(http.StatusOK)
@@ -226,24 +242,56 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 	req.wmu.Unlock()
 	if err != nil {
 		c.router.Unregister(id)
+		<-req.ended
 		return
 	}
-	p.readCapsules(c, s, req)
+	inner := s.handler
+	if rh, ok := inner.(*requestHandler); ok {
+		inner = rh.Handler
+	}
+	if e, ok := inner.(establisher); ok {
+		e.Established()
+	}
+	ch, _ := inner.(capsuleHandler)
+	p.readCapsules(c, s, req, ch)
+}
+
+// establisher is a Handler that wants to know when its 2xx has been sent:
+// capsules may only follow it (CONNECT-IP's address assignment does).
+type establisher interface{ Established() }
+
+// capsuleHandler is a Handler that takes capsule types besides DATAGRAM.
+// HandleCapsule runs on the request's goroutine, not the session's, one
+// capsule at a time; an error aborts the stream with H3_MESSAGE_ERROR.
+type capsuleHandler interface {
+	Capsules() []uint64
+	HandleCapsule(typ uint64, value []byte) error
 }
 
 // readCapsules reads the client's capsules until the stream or the session
 // ends. DATAGRAM capsules are dispatched like QUIC datagrams; unknown types
 // are skipped; a malformed or oversize capsule resets the stream with
 // H3_MESSAGE_ERROR (RFC 9297 §3.3).
-func (p *Proxy) readCapsules(c *proxyConn, s *Session, req *Request) {
+func (p *Proxy) readCapsules(c *proxyConn, s *Session, req *Request, ch capsuleHandler) {
 	id := s.StreamID()
-	cr := wire.NewCapsuleReader(req.HTTP.Body, p.cfg.MaxCapsule, func(t uint64) bool { return t == wire.CapsuleDatagram })
+	var extra []uint64
+	if ch != nil {
+		extra = ch.Capsules()
+	}
+	wanted := func(t uint64) bool { return t == wire.CapsuleDatagram || slices.Contains(extra, t) }
+	cr := wire.NewCapsuleReader(req.HTTP.Body, p.cfg.MaxCapsule, wanted)
 	for {
-		_, value, err := cr.Next()
-		if err == nil {
+		typ, value, err := cr.Next()
+		if err == nil && typ == wire.CapsuleDatagram {
 			p.counters.capsuleDatagrams.Add(1)
 			c.router.Dispatch(id, append([]byte(nil), value...))
 			continue
+		}
+		if err == nil {
+			if err = ch.HandleCapsule(typ, value); err == nil {
+				continue
+			}
+			err = errors.Join(wire.ErrMalformedCapsule, err)
 		}
 		select {
 		case <-req.ended: // the session ended first and stopped us

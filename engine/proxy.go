@@ -98,6 +98,8 @@ type ProxyConfig struct {
 	// Kind receives Args.Value of type *Request. connect-udp is always
 	// served by masqroute's own kind unless Kinds registers one.
 	Kinds *Registry
+	// IP enables CONNECT-IP (RFC 9484) when set.
+	IP *IPConfig
 	// Handler serves requests that are not MASQUE requests (no
 	// :protocol a kind is registered for). Default: 404 for everything
 	// else. Mount UDPHandler inside it to route MASQUE by path yourself.
@@ -118,6 +120,8 @@ type Proxy struct {
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
+	ip       *ipNet                  // nil unless CONNECT-IP is enabled
+	byProto  map[string]*protoCounts // fixed by NewProxy
 
 	mu        sync.Mutex // guards the fields below
 	conns     map[*proxyConn]struct{}
@@ -193,6 +197,21 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		}
 		cfg.Kinds.mu.RUnlock()
 	}
+	if cfg.IP != nil {
+		if _, taken := p.kinds.kinds[ProtocolConnectIP]; taken {
+			return nil, errors.New("masqroute: ProxyConfig.IP and a connect-ip kind in Kinds")
+		}
+		n, err := newIPNet(p, *cfg.IP)
+		if err != nil {
+			return nil, fmt.Errorf("masqroute: CONNECT-IP: %w", err)
+		}
+		p.ip = n
+		p.kinds.Register(ProtocolConnectIP, requestKind{&ipKind{n}})
+	}
+	p.byProto = make(map[string]*protoCounts)
+	for proto := range p.kinds.kinds {
+		p.byProto[proto] = &protoCounts{}
+	}
 	p.handler = cfg.Handler
 	if p.handler == nil {
 		p.handler = http.NotFoundHandler()
@@ -209,6 +228,11 @@ func (p *Proxy) QUICConfig(base *quic.Config) *quic.Config {
 		c = *base.Clone()
 	}
 	c.EnableDatagrams = true
+	if p.ip != nil && c.InitialPacketSize < ipInitialPacketSize {
+		// A CONNECT-IP tunnel must carry 1280-byte packets in datagrams
+		// from the start (RFC 9484 §10.1).
+		c.InitialPacketSize = ipInitialPacketSize
+	}
 	want := int64(p.cfg.MaxTunnelsPerConn) + 16 // tunnels + ordinary requests
 	if p.cfg.MaxTunnelsPerConn == 0 {
 		want = 1 << 16
@@ -299,8 +323,16 @@ func (p *Proxy) Close() error {
 	}
 	p.mu.Unlock()
 	p.connsWG.Wait()
+	if p.ip != nil {
+		p.ip.close() // after every tunnel: their Close unpublishes them
+	}
 	return nil
 }
+
+// ipInitialPacketSize is the QUIC initial packet size when CONNECT-IP is on:
+// room for a 1280-byte IP packet, the HTTP Datagram header and QUIC's
+// overhead, as connect-ip-go's client uses too.
+const ipInitialPacketSize = 1350
 
 // admitTunnel reserves a place under MaxTunnels.
 func (p *Proxy) admitTunnel() bool {

@@ -40,6 +40,10 @@ type tunnelCounters struct {
 	dropReturnOversize  atomic.Uint64 // reply too large for the client's QUIC datagrams
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
 	targetUnreachable   atomic.Uint64 // ICMP errors reported by the target socket
+	// CONNECT-IP only.
+	dropSource   atomic.Uint64 // client packet from an address not assigned to the tunnel
+	dropScope    atomic.Uint64 // packet outside the tunnel's scope, or link-local
+	dropHopLimit atomic.Uint64 // TTL / Hop Limit expired at the proxy
 }
 
 func (c *tunnelCounters) addTo(dst *tunnelCounters) {
@@ -54,6 +58,9 @@ func (c *tunnelCounters) addTo(dst *tunnelCounters) {
 	dst.dropReturnOversize.Add(c.dropReturnOversize.Load())
 	dst.dropReturnSendError.Add(c.dropReturnSendError.Load())
 	dst.targetUnreachable.Add(c.targetUnreachable.Load())
+	dst.dropSource.Add(c.dropSource.Load())
+	dst.dropScope.Add(c.dropScope.Load())
+	dst.dropHopLimit.Add(c.dropHopLimit.Load())
 }
 
 // trackTunnel adds a tunnel's counters to the live set, or folds them into
@@ -131,6 +138,25 @@ type ProxyStats struct {
 	DropReturnSendError uint64         // replies the QUIC connection refused
 	TargetUnreachable   uint64         // ICMP errors reported by target sockets
 	Router              Stats          // every connection's router, summed (ended ones included)
+
+	// By tunnel kind (protocol): tunnels now, and tunnels that got a 2xx.
+	TunnelsByProtocol map[string]int64
+	OpenedByProtocol  map[string]uint64
+
+	// CONNECT-IP. Packets to the network and to the client are counted in
+	// ToTarget and ToClient; these drops are IP tunnels' only.
+	DropSource         uint64 // client packets whose source is not the tunnel's address
+	DropScope          uint64 // packets outside the tunnel's scope, or link-local
+	DropHopLimit       uint64 // packets whose TTL / Hop Limit ran out at the proxy
+	IPFromNetwork      uint64 // packets read from the CONNECT-IP device
+	IPNoTunnel         uint64 // ... addressed to no tunnel (answered with ICMP)
+	IPReturnFull       uint64 // ... dropped: the tunnel's return ring was full
+	IPNetworkMalformed uint64 // ... that did not parse
+	ICMPToClient       uint64 // ICMP errors the proxy sent into tunnels
+	ICMPToNetwork      uint64 // ICMP errors the proxy wrote to the network
+	IPAddressRequests  uint64 // ADDRESS_REQUEST capsules answered
+	IPMTUAborts        uint64 // tunnels aborted: the connection cannot carry 1280-byte packets
+	IPAddressesInUse   int    // client addresses assigned now
 }
 
 // Stats returns a snapshot of the proxy's counters, its routers' included.
@@ -177,5 +203,36 @@ func (p *Proxy) Stats() ProxyStats {
 	st.DropReturnOversize = sum.dropReturnOversize.Load()
 	st.DropReturnSendError = sum.dropReturnSendError.Load()
 	st.TargetUnreachable = sum.targetUnreachable.Load()
+	st.DropSource = sum.dropSource.Load()
+	st.DropScope = sum.dropScope.Load()
+	st.DropHopLimit = sum.dropHopLimit.Load()
+	st.TunnelsByProtocol, st.OpenedByProtocol = p.kindCounts()
+	if n := p.ip; n != nil {
+		st.IPFromNetwork = n.c.fromNetwork.Load()
+		st.IPNoTunnel = n.c.noTunnel.Load()
+		st.IPReturnFull = n.c.returnFull.Load()
+		st.IPNetworkMalformed = n.c.networkBad.Load()
+		st.ICMPToClient = n.c.icmpToClient.Load()
+		st.ICMPToNetwork = n.c.icmpToNetwork.Load()
+		st.IPAddressRequests = n.c.addressRequests.Load()
+		st.IPMTUAborts = n.c.mtuAborts.Load()
+		st.IPAddressesInUse = n.pool4.inUse() + n.pool6.inUse()
+	}
 	return st
+}
+
+// protoCounts count one protocol's tunnels.
+type protoCounts struct {
+	live   atomic.Int64
+	opened atomic.Uint64
+}
+
+// kindCounts returns tunnels now and opened, by protocol.
+func (p *Proxy) kindCounts() (map[string]int64, map[string]uint64) {
+	live, opened := make(map[string]int64), make(map[string]uint64)
+	for proto, c := range p.byProto {
+		live[proto] = c.live.Load()
+		opened[proto] = c.opened.Load()
+	}
+	return live, opened
 }

@@ -23,8 +23,8 @@ var soakDuration = flag.Duration("soak", 3*time.Second, "how long TestSoak runs 
 // soakCounts are the client side's totals.
 type soakCounts struct {
 	tunnels, conns, sent, received, lost atomic.Uint64
-	clientDispatched, clientDelivered   atomic.Uint64
-	clientDropped                       atomic.Uint64
+	clientDispatched, clientDelivered    atomic.Uint64
+	clientDropped                        atomic.Uint64
 }
 
 // TestSoak opens and closes tunnels continuously, with traffic on each, over

@@ -99,3 +99,19 @@ func builtinRefusal(a netip.Addr) (r *builtinRule, via string) {
 	}
 	return nil, ""
 }
+
+// InternalPrefixes returns every range the built-in rules refuse, the
+// NAT64 and 6to4 ranges (whose addresses a per-address Check judges by the
+// IPv4 address they embed) and IPv4-mapped IPv6 among them. It is for
+// callers that need the refusals as ranges rather than per address, such
+// as a CONNECT-IP proxy computing which routes to advertise.
+func InternalPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(builtin4)+len(builtin6)+3)
+	for _, r := range builtin4 {
+		out = append(out, r.prefix)
+	}
+	for _, r := range builtin6 {
+		out = append(out, r.prefix)
+	}
+	return append(out, nat64WKP, sixToFour, netip.MustParsePrefix("::ffff:0:0/96"))
+}

@@ -1,0 +1,296 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/masqroute/masqroute/engine/internal/template"
+	"github.com/masqroute/masqroute/engine/packetio"
+	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/ringbuf"
+	"github.com/masqroute/masqroute/shardmap"
+)
+
+// CONNECT-IP (RFC 9484): the second session kind. Its pipeline:
+//
+//	client → network (sequential per tunnel, the session goroutine):
+//	    ring batch → ipTunnel.HandleDatagrams → source/scope/hop-limit checks → Device.WritePackets
+//	network → client (one reader per proxy, then one goroutine per tunnel):
+//	    Device.ReadPackets → RoutineDeviceReceive: destination → tunnel (shardmap, wait-free)
+//	    → the tunnel's return ring (wait-free push) → RoutineIPReturn → checks → SendDatagram
+//
+// The return path has a ring and a goroutine per tunnel so that one
+// client's full QUIC send queue stalls only that client, never the reader
+// every tunnel shares.
+
+// DefaultIPTemplate is RFC 9484's default template, with the proxy's own
+// authority. Both variables are optional.
+const DefaultIPTemplate = "https://{authority}/.well-known/masque/ip/{target}/{ipproto}/"
+
+// Default CONNECT-IP address pools: a tunnel gets one address of each.
+var (
+	DefaultIPPool4 = netip.MustParsePrefix("10.77.0.0/16")
+	DefaultIPPool6 = netip.MustParsePrefix("fd6d:7172::/64")
+)
+
+// DefaultIPReturnQueue is each CONNECT-IP tunnel's return ring, in packets.
+const DefaultIPReturnQueue = 256
+
+// IPConfig enables CONNECT-IP on a Proxy.
+type IPConfig struct {
+	// Device is the network behind the proxy: a userspace network, a TUN
+	// interface, anything that carries IP packets (see engine/packetio).
+	// The Proxy owns it from NewProxy on and closes it in Close.
+	Device packetio.Device
+	// Templates are the URI templates CONNECT-IP requests may match. Each
+	// uses the variables target and ipproto (both optional, RFC 9484 §4.6)
+	// or none at all, which means target "*" and ipproto "*" (connect-ip-go's
+	// client only sends such). Default: DefaultIPTemplate.
+	Templates []string
+	// Pool4 and Pool6 are the client address pools; each tunnel is
+	// assigned one address of each, unasked (RFC 9484 §4.7.1). Pool6 must
+	// be a /64 or longer. Defaults DefaultIPPool4 and DefaultIPPool6.
+	Pool4, Pool6 netip.Prefix
+	// Reachable are the networks behind Device that tunnels may reach; a
+	// request's scope is cut down to them and the result is what the proxy
+	// advertises and enforces. Default: every address outside
+	// policy.InternalPrefixes (no loopback, private, link-local, ...).
+	Reachable []netip.Prefix
+	// ReturnQueue is each tunnel's return ring in packets. Default
+	// DefaultIPReturnQueue.
+	ReturnQueue int
+}
+
+// ipNet is a proxy's CONNECT-IP state.
+type ipNet struct {
+	p            *Proxy
+	dev          packetio.Device
+	tmpls        []*template.Template
+	pool4, pool6 *addrPool
+	reach        []netip.Prefix
+	retQueue     int
+
+	// by4 and by6 find the tunnel of an assigned address by its offset in
+	// its pool. Written when tunnels start and end, read by
+	// RoutineDeviceReceive for every packet.
+	by4, by6 *shardmap.Map[ipTunnel]
+
+	bufs    ipBufPool
+	c       ipCounters
+	done    chan struct{} // closed when RoutineDeviceReceive has ended
+	closing atomic.Bool
+}
+
+func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
+	if cfg.Device == nil {
+		return nil, errors.New("CONNECT-IP needs a Device")
+	}
+	if mtu := cfg.Device.MTU(); mtu < 1280 || mtu > ipBufSize-ipHeadroom {
+		return nil, fmt.Errorf("device MTU %d outside 1280..%d", mtu, ipBufSize-ipHeadroom)
+	}
+	if len(cfg.Templates) == 0 {
+		cfg.Templates = []string{DefaultIPTemplate}
+	}
+	if !cfg.Pool4.IsValid() {
+		cfg.Pool4 = DefaultIPPool4
+	}
+	if !cfg.Pool6.IsValid() {
+		cfg.Pool6 = DefaultIPPool6
+	}
+	if cfg.ReturnQueue <= 0 {
+		cfg.ReturnQueue = DefaultIPReturnQueue
+	}
+	n := &ipNet{p: p, dev: cfg.Device, retQueue: cfg.ReturnQueue, done: make(chan struct{}),
+		by4: shardmap.New[ipTunnel](), by6: shardmap.New[ipTunnel]()}
+	for _, raw := range cfg.Templates {
+		t, err := template.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("IP template %q: %w", raw, err)
+		}
+		for _, v := range t.Varnames() {
+			if v != "target" && v != "ipproto" && v != "authority" {
+				return nil, fmt.Errorf("IP template %q: unknown variable %q", raw, v)
+			}
+		}
+		n.tmpls = append(n.tmpls, t)
+	}
+	var err error
+	if !cfg.Pool4.Addr().Is4() || !cfg.Pool6.Addr().Is6() {
+		return nil, errors.New("Pool4 must be IPv4 and Pool6 IPv6")
+	}
+	if n.pool4, err = newAddrPool(cfg.Pool4); err != nil {
+		return nil, err
+	}
+	if n.pool6, err = newAddrPool(cfg.Pool6); err != nil {
+		return nil, err
+	}
+	n.reach = cfg.Reachable
+	if n.reach == nil {
+		n.reach = publicPrefixes()
+	}
+	go n.RoutineDeviceReceive()
+	return n, nil
+}
+
+// close stops the device reader and closes the device.
+func (n *ipNet) close() {
+	if n.closing.Swap(true) {
+		<-n.done
+		return
+	}
+	n.dev.Close()
+	<-n.done
+}
+
+// match finds the template a request matches and returns target and
+// ipproto ("*" when the template has no such variable).
+func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
+	for _, t := range n.tmpls {
+		vars, ok := t.Match(uri)
+		if !ok {
+			continue
+		}
+		target, ipproto = "*", "*"
+		if v, ok := vars["target"]; ok && v != "" {
+			target = v
+		}
+		if v, ok := vars["ipproto"]; ok && v != "" {
+			ipproto = v
+		}
+		return target, ipproto, true
+	}
+	return "", "", false
+}
+
+// ipKind starts CONNECT-IP tunnels.
+type ipKind struct{ n *ipNet }
+
+func isIPKind(k Kind) bool { _, ok := k.(*ipKind); return ok }
+
+func (k *ipKind) Start(ctx context.Context, s *Session, args Args) (Handler, error) {
+	req, ok := args.Value.(*Request)
+	if !ok || req.ipScope == nil {
+		return nil, errors.New("connect-ip session started without a proxy request")
+	}
+	n := k.n
+	scope, err := n.p.parseIPScope(ctx, req.ipScope.target, req.ipScope.ipproto, n.reach)
+	if err != nil {
+		if errors.Is(err, ErrBadScope) {
+			return nil, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
+				Details: err.Error(), Err: err}
+		}
+		return nil, err
+	}
+	t := &ipTunnel{n: n, s: s, req: req, scope: scope, stop: make(chan struct{}), done: make(chan struct{}),
+		ret: ringbuf.New[*ipBuf](n.retQueue)}
+	if t.addr4, t.off4, err = n.pool4.allocate(); err == nil {
+		t.addr6, t.off6, err = n.pool6.allocate()
+		if err != nil {
+			n.pool4.release(t.off4)
+		}
+	}
+	if err != nil {
+		return nil, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
+			Details: "address pool exhausted", Err: err}
+	}
+	n.by4.Store(t.off4, t) // publish: return traffic for the address reaches t from now on
+	n.by6.Store(t.off6, t)
+	n.p.trackTunnel(&t.c, true)
+	go t.RoutineIPReturn()
+	return t, nil
+}
+
+// ipScopeRequest is what serveMASQUE extracted from the template.
+type ipScopeRequest struct{ target, ipproto string }
+
+// ipBuf is one packet buffer of the return path, with headroom for the
+// HTTP Datagram header.
+type ipBuf struct {
+	data [ipBufSize]byte
+	n    int // packet length, at data[ipHeadroom:]
+}
+
+const (
+	ipHeadroom = 16
+	ipBufSize  = 2048
+)
+
+func (b *ipBuf) packet() []byte { return b.data[ipHeadroom : ipHeadroom+b.n] }
+
+// ipBufPool pools return-path buffers; Get and Put do not allocate once
+// warm.
+type ipBufPool struct{ p sync.Pool }
+
+func (bp *ipBufPool) get() *ipBuf {
+	if b, _ := bp.p.Get().(*ipBuf); b != nil {
+		return b
+	}
+	return new(ipBuf)
+}
+
+func (bp *ipBufPool) put(b *ipBuf) { b.n = 0; bp.p.Put(b) }
+
+// publicPrefixes is the default Reachable: all of IPv4 and IPv6 but the
+// ranges policy.InternalPrefixes lists.
+func publicPrefixes() []netip.Prefix {
+	all := []addrRange{
+		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255")},
+		{netip.MustParseAddr("::"), netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")},
+	}
+	for _, p := range policy.InternalPrefixes() {
+		all = subtractRange(all, addrRange{p.Masked().Addr(), lastAddr(p)})
+	}
+	var out []netip.Prefix
+	for _, r := range all {
+		out = append(out, rangePrefixes(r)...)
+	}
+	return out
+}
+
+// subtractRange removes x from every range of rs.
+func subtractRange(rs []addrRange, x addrRange) []addrRange {
+	var out []addrRange
+	for _, r := range rs {
+		if r.start.Is4() != x.start.Is4() || x.end.Compare(r.start) < 0 || r.end.Compare(x.start) < 0 {
+			out = append(out, r)
+			continue
+		}
+		if r.start.Compare(x.start) < 0 {
+			out = append(out, addrRange{r.start, x.start.Prev()})
+		}
+		if x.end.Compare(r.end) < 0 {
+			out = append(out, addrRange{x.end.Next(), r.end})
+		}
+	}
+	return out
+}
+
+// rangePrefixes splits a range into the fewest prefixes that cover it.
+func rangePrefixes(r addrRange) []netip.Prefix {
+	var out []netip.Prefix
+	start := r.start
+	for {
+		bits := start.BitLen()
+		// The shortest prefix at start that stays within the range.
+		l := bits
+		for l > 0 {
+			p := netip.PrefixFrom(start, l-1)
+			if p.Masked().Addr() != start || lastAddr(p).Compare(r.end) > 0 {
+				break
+			}
+			l--
+		}
+		p := netip.PrefixFrom(start, l)
+		out = append(out, p)
+		last := lastAddr(p)
+		if last.Compare(r.end) >= 0 {
+			return out
+		}
+		start = last.Next()
+	}
+}
