@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	connectip "github.com/quic-go/connect-ip-go"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -21,6 +22,7 @@ import (
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/ippkt"
 	"github.com/masqroute/masqroute/engine/internal/wire"
+	"github.com/masqroute/masqroute/engine/metrics"
 	"github.com/masqroute/masqroute/engine/packetio"
 )
 
@@ -370,4 +372,12 @@ func TestUDPAndIPOnOneConnection(t *testing.T) {
 	require.Equal(t, int64(1), st.TunnelsByProtocol["connect-udp"])
 	require.Equal(t, int64(1), st.TunnelsByProtocol["connect-ip"])
 	require.Equal(t, int64(1), st.Conns)
+	// And /metrics shows both kinds.
+	err = testutil.CollectAndCompare(metrics.NewCollector(env.proxy), strings.NewReader(`
+# HELP masqroute_tunnels_kind_active Tunnels live now, by kind (:protocol).
+# TYPE masqroute_tunnels_kind_active gauge
+masqroute_tunnels_kind_active{protocol="connect-ip"} 1
+masqroute_tunnels_kind_active{protocol="connect-udp"} 1
+`), "masqroute_tunnels_kind_active")
+	require.NoError(t, err)
 }

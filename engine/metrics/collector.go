@@ -182,6 +182,24 @@ func families() []family {
 			func(s *st) uint64 { return s.FailedDial }),
 		counter("tunnels_idle_closed_total", "Tunnels closed by the idle timeout.",
 			func(s *st) uint64 { return s.IdleClosed }),
+		{
+			desc: newDesc("tunnels_kind_active", "Tunnels live now, by kind (:protocol).", "protocol"),
+			typ:  prometheus.GaugeValue,
+			read: func(s *st, emit emitFunc) {
+				for _, proto := range sortedKeys(s.TunnelsByProtocol) {
+					emit(float64(s.TunnelsByProtocol[proto]), proto)
+				}
+			},
+		},
+		{
+			desc: newDesc("tunnels_kind_opened_total", "Tunnel requests answered 2xx, by kind (:protocol).", "protocol"),
+			typ:  prometheus.CounterValue,
+			read: func(s *st, emit emitFunc) {
+				for _, proto := range sortedKeys(s.OpenedByProtocol) {
+					emit(float64(s.OpenedByProtocol[proto]), proto)
+				}
+			},
+		},
 
 		// Datagrams.
 		vector(prometheus.CounterValue, "datagrams_total",
@@ -210,10 +228,30 @@ func families() []family {
 			labelled{"return_oversize", func(s *st) uint64 { return s.DropReturnOversize }},
 			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},
 			labelled{"capsule_error", func(s *st) uint64 { return s.CapsuleErrors }},
-			labelled{"datagram_error", func(s *st) uint64 { return s.DatagramErrors }}),
+			labelled{"datagram_error", func(s *st) uint64 { return s.DatagramErrors }},
+			labelled{"ip_source", func(s *st) uint64 { return s.DropSource }},
+			labelled{"ip_scope", func(s *st) uint64 { return s.DropScope }},
+			labelled{"ip_hop_limit", func(s *st) uint64 { return s.DropHopLimit }},
+			labelled{"ip_no_tunnel", func(s *st) uint64 { return s.IPNoTunnel }},
+			labelled{"ip_return_full", func(s *st) uint64 { return s.IPReturnFull }},
+			labelled{"ip_network_malformed", func(s *st) uint64 { return s.IPNetworkMalformed }}),
 		counter("target_unreachable_total",
 			"ICMP errors (host or port unreachable) reported by target sockets.",
 			func(s *st) uint64 { return s.TargetUnreachable }),
+
+		// CONNECT-IP.
+		counter("ip_packets_from_network_total", "Packets read from the CONNECT-IP network device.",
+			func(s *st) uint64 { return s.IPFromNetwork }),
+		vector(prometheus.CounterValue, "icmp_sent_total",
+			"ICMP errors the proxy generated, by direction: to_client (into a tunnel), to_network.", "direction",
+			labelled{"to_client", func(s *st) uint64 { return s.ICMPToClient }},
+			labelled{"to_network", func(s *st) uint64 { return s.ICMPToNetwork }}),
+		counter("ip_address_requests_total", "ADDRESS_REQUEST capsules answered.",
+			func(s *st) uint64 { return s.IPAddressRequests }),
+		counter("ip_mtu_aborts_total", "CONNECT-IP tunnels aborted because the connection cannot carry 1280-byte packets.",
+			func(s *st) uint64 { return s.IPMTUAborts }),
+		gauge("ip_addresses_in_use", "Client addresses assigned to CONNECT-IP tunnels now.",
+			func(s *st) float64 { return float64(s.IPAddressesInUse) }),
 
 		// Routers.
 		counter("router_dispatched_total", "Datagrams handed to the routers.",
@@ -250,4 +288,14 @@ func families() []family {
 			labelled{"exists", func(s *st) uint64 { return s.Router.RejectedExists }},
 			labelled{"kind", func(s *st) uint64 { return s.Router.RejectedKind }}),
 	}
+}
+
+// sortedKeys returns m's keys in order, so series come out stable.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

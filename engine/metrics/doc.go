@@ -31,6 +31,8 @@
 //	masqroute_tunnels_dns_failures_total        counter  of those: 502, target name did not resolve in time
 //	masqroute_tunnels_dial_failures_total       counter  of those: 502, no UDP socket to the target
 //	masqroute_tunnels_idle_closed_total         counter  tunnels closed by the idle timeout
+//	masqroute_tunnels_kind_active{protocol}     gauge    tunnels live now by kind: "connect-udp", "connect-ip", ...
+//	masqroute_tunnels_kind_opened_total{protocol} counter tunnels answered 2xx, by kind
 //
 // Datagrams (UDP payloads between clients and targets):
 //
@@ -61,6 +63,23 @@
 //
 //	capsule_error      malformed or oversize capsule (its stream is reset)
 //	datagram_error     unparsable HTTP/3 datagram (its connection is closed)
+//
+// CONNECT-IP tunnels (IP packets; the tunnel reasons above apply too):
+//
+//	ip_source             client packet whose source is not the tunnel's address (answered with ICMP)
+//	ip_scope              packet outside the tunnel's scope, or link-local (answered with ICMP)
+//	ip_hop_limit          TTL / Hop Limit ran out at the proxy (answered with Time Exceeded)
+//	ip_no_tunnel          packet from the network for an address no tunnel has (answered with ICMP)
+//	ip_return_full        the tunnel's return ring was full
+//	ip_network_malformed  packet from the network that did not parse
+//
+// CONNECT-IP:
+//
+//	masqroute_ip_packets_from_network_total     counter  packets read from the network device
+//	masqroute_icmp_sent_total{direction}        counter  ICMP errors the proxy made: "to_client", "to_network"
+//	masqroute_ip_address_requests_total         counter  ADDRESS_REQUEST capsules answered
+//	masqroute_ip_mtu_aborts_total               counter  tunnels aborted: no room for 1280-byte packets
+//	masqroute_ip_addresses_in_use               gauge    client addresses assigned now
 //
 // Routers (one per HTTP/3 connection, summed over all of them, ended ones
 // included):

@@ -53,7 +53,7 @@ func TestEveryStatIsExposed(t *testing.T) {
 			switch f.Kind() {
 			case reflect.Uint64:
 				f.SetUint(uint64(next))
-			case reflect.Int64:
+			case reflect.Int64, reflect.Int:
 				f.SetInt(int64(next))
 			default:
 				skipped = append(skipped, name)
@@ -67,6 +67,12 @@ func TestEveryStatIsExposed(t *testing.T) {
 	fill(reflect.ValueOf(&st.Router).Elem(), "Router.")
 	st.Rejected = map[int]uint64{403: uint64(next)}
 	want[next] = "Rejected[403]"
+	next++
+	st.TunnelsByProtocol = map[string]int64{"connect-ip": int64(next)}
+	want[next] = "TunnelsByProtocol[connect-ip]"
+	next++
+	st.OpenedByProtocol = map[string]uint64{"connect-ip": uint64(next)}
+	want[next] = "OpenedByProtocol[connect-ip]"
 
 	got := map[float64]bool{}
 	for _, f := range families() {
@@ -75,5 +81,6 @@ func TestEveryStatIsExposed(t *testing.T) {
 	for v, name := range want {
 		require.True(t, got[v], "ProxyStats.%s is in no metric", name)
 	}
-	require.Equal(t, []string{"Rejected", "Router"}, skipped, "fields of a kind this test does not fill")
+	require.Equal(t, []string{"Rejected", "Router", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,
+		"fields of a kind this test does not fill")
 }
