@@ -32,6 +32,11 @@ import (
 // authority. Both variables are optional.
 const DefaultIPTemplate = "https://{authority}/.well-known/masque/ip/{target}/{ipproto}/"
 
+// DefaultIPTemplateNoVars is served beside DefaultIPTemplate by default:
+// clients that send no scope (connect-ip-go's) use it, and get target "*"
+// and ipproto "*".
+const DefaultIPTemplateNoVars = "https://{authority}/.well-known/masque/ip/"
+
 // Default CONNECT-IP address pools: a tunnel gets one address of each.
 var (
 	DefaultIPPool4 = netip.MustParsePrefix("10.77.0.0/16")
@@ -50,7 +55,8 @@ type IPConfig struct {
 	// Templates are the URI templates CONNECT-IP requests may match. Each
 	// uses the variables target and ipproto (both optional, RFC 9484 §4.6)
 	// or none at all, which means target "*" and ipproto "*" (connect-ip-go's
-	// client only sends such). Default: DefaultIPTemplate.
+	// client only sends such). Default: DefaultIPTemplate and
+	// DefaultIPTemplateNoVars.
 	Templates []string
 	// Pool4 and Pool6 are the client address pools; each tunnel is
 	// assigned one address of each, unasked (RFC 9484 §4.7.1). Pool6 must
@@ -94,7 +100,7 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 		return nil, fmt.Errorf("device MTU %d outside 1280..%d", mtu, ipBufSize-ipHeadroom)
 	}
 	if len(cfg.Templates) == 0 {
-		cfg.Templates = []string{DefaultIPTemplate}
+		cfg.Templates = []string{DefaultIPTemplate, DefaultIPTemplateNoVars}
 	}
 	if !cfg.Pool4.IsValid() {
 		cfg.Pool4 = DefaultIPPool4

@@ -31,6 +31,8 @@ type clientConfig struct {
 	size     int
 	interval time.Duration
 	timeout  time.Duration
+	ip       bool   // CONNECT-IP: ping -target with ICMP echo through connect-ip-go
+	ipPath   string // the CONNECT-IP request path (a template without variables)
 }
 
 // seqLen is the sequence number at the start of every payload.
@@ -55,6 +57,9 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.IntVar(&c.size, "size", 64, "payload size in `bytes` (at least 8: a sequence number)")
 	fs.DurationVar(&c.interval, "interval", 200*time.Millisecond, "time between sends")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Second, "how long to wait for the connection, the tunnel, and each reply")
+	fs.BoolVar(&c.ip, "ip", false, "CONNECT-IP instead: open an IP tunnel with connect-ip-go's client and ping -target\n"+
+		"(an IP address behind the proxy) with ICMP echo")
+	fs.StringVar(&c.ipPath, "ip-path", "/.well-known/masque/ip/", "with -ip: the request `path`, a template without variables")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -132,6 +137,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	tlsConf, err := cfg.tlsConfig()
 	if err != nil {
 		return err
+	}
+	if cfg.ip {
+		return runClientIP(ctx, cfg, tlsConf, stdout)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 

@@ -31,9 +31,17 @@ func (d *daemon) printBanner(w io.Writer) {
 		p("  CA file   %s  (self-signed certificate; clients trust it with -ca)", d.caFile)
 	}
 	p("  echo      %s  (UDP echo target)", echoAddr)
+	if d.ipHosts != "" {
+		p("  ip        CONNECT-IP into a userspace network; its host %s answers ping", d.ipHosts)
+		p("            and echoes UDP on port 7")
+	}
 	p("")
 	p("Send traffic through the proxy:")
 	p("  %s", d.clientCommand(proxyAddr, echoAddr))
+	if d.ipHosts != "" {
+		p("Ping through a CONNECT-IP tunnel, with connect-ip-go's client:")
+		p("  %s", d.ipClientCommand(proxyAddr))
+	}
 	p("")
 	p("Look inside:")
 	if u := d.obs.metricsURL(); u != "" {
@@ -71,6 +79,20 @@ func (d *daemon) clientCommand(proxyAddr, echoAddr string) string {
 		args = append(args, "-template", shellQuote(d.cfg.template))
 	}
 	args = append(args, "-target", echoAddr, "-count", "5")
+	return strings.Join(args, " ")
+}
+
+// ipClientCommand is the client command line that pings the netstack host
+// through a CONNECT-IP tunnel.
+func (d *daemon) ipClientCommand(proxyAddr string) string {
+	host, _, _ := strings.Cut(d.ipHosts, ",")
+	args := []string{commandName(), "client", "-ip", "-proxy", proxyAddr}
+	if d.caFile != "" {
+		args = append(args, "-ca", shellQuote(d.caFile))
+	} else {
+		args = append(args, "-insecure")
+	}
+	args = append(args, "-target", strings.TrimSpace(host), "-count", "3")
 	return strings.Join(args, " ")
 }
 

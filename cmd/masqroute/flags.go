@@ -39,6 +39,16 @@ type serveConfig struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	dev             bool
+
+	// CONNECT-IP
+	ip          string // "", "netstack" or "tun"
+	ipTUN       string
+	ipMTU       int
+	ipPool4     string
+	ipPool6     string
+	ipReachable string
+	ipTemplates string
+	ipHosts     string
 }
 
 // parseServeFlags parses the daemon's flags.
@@ -72,7 +82,20 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.BoolVar(&c.gops, "gops", true, "start the gops agent (gops stack|stats|trace PID)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may go on before they are cut")
-	fs.BoolVar(&c.dev, "dev", false, "development mode: self-signed certificate, LOOPBACK TARGETS ALLOWED, a local UDP echo target, a banner")
+	fs.BoolVar(&c.dev, "dev", false, "development mode: self-signed certificate, LOOPBACK TARGETS ALLOWED, a local UDP echo target,\n"+
+		"CONNECT-IP into a userspace network (unless -ip says otherwise), a banner")
+	fs.StringVar(&c.ip, "ip", "", "serve CONNECT-IP (RFC 9484) into this `backend`: netstack (a userspace network, no privileges)\n"+
+		"or tun (a Linux TUN interface; needs CAP_NET_ADMIN, and routes and addresses set up outside)")
+	fs.StringVar(&c.ipTUN, "ip-tun", "masqroute%d", "TUN interface `name` for -ip tun (%d: the kernel picks a number)")
+	fs.IntVar(&c.ipMTU, "ip-mtu", 1500, "MTU of the CONNECT-IP network, in `bytes` (at least 1280)")
+	fs.StringVar(&c.ipPool4, "ip-pool4", engine.DefaultIPPool4.String(), "IPv4 `prefix` CONNECT-IP clients get their addresses from")
+	fs.StringVar(&c.ipPool6, "ip-pool6", engine.DefaultIPPool6.String(), "IPv6 `prefix` (a /64 or longer) CONNECT-IP clients get their addresses from")
+	fs.StringVar(&c.ipReachable, "ip-reachable", "", "comma-separated `CIDRs` CONNECT-IP clients may reach; their scopes are cut down to it\n"+
+		"(default: the netstack host's addresses with -ip netstack; every public address with -ip tun)")
+	fs.StringVar(&c.ipTemplates, "ip-templates", engine.DefaultIPTemplate+","+engine.DefaultIPTemplateNoVars,
+		"comma-separated CONNECT-IP URI `templates` (variables target and ipproto, optional)")
+	fs.StringVar(&c.ipHosts, "ip-hosts", "192.0.2.1,2001:db8::1", "`addresses` of the host in the -ip netstack userspace network\n"+
+		"(it answers ICMP echo and echoes UDP on port 7)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -81,6 +104,14 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.cert != "" && c.writeCA != "" {
 		return nil, usageError("-write-ca is for a self-signed certificate; it cannot go with -cert")
+	}
+	if c.dev && c.ip == "" {
+		c.ip = "netstack"
+	}
+	switch c.ip {
+	case "", "netstack", "tun":
+	default:
+		return nil, usageError("-ip: backend must be netstack or tun")
 	}
 	return c, nil
 }
@@ -115,8 +146,9 @@ func (c *serveConfig) targetPolicy() (*policy.Policy, error) {
 }
 
 // proxyConfig is the engine configuration the flags describe.
-func (c *serveConfig) proxyConfig(pol *policy.Policy, log *slog.Logger) engine.ProxyConfig {
+func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *engine.IPConfig, log *slog.Logger) engine.ProxyConfig {
 	return engine.ProxyConfig{
+		IP:                 ip,
 		UDPTemplate:        c.template,
 		Policy:             pol,
 		ResolveTimeout:     c.resolveTimeout,

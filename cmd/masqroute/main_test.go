@@ -188,6 +188,17 @@ func TestDevModeEndToEnd(t *testing.T) {
 	require.GreaterOrEqual(t, received, 1)
 	require.Contains(t, out.String(), "64 bytes from 127.0.0.1:")
 
+	// The printed CONNECT-IP command pings the userspace network's host
+	// through connect-ip-go's client.
+	ipCmd := strings.Fields(bannerLine(t, banner, " client -ip "))
+	ipArgs := append(ipCmd[slices.Index(ipCmd, "client"):], "-interval", "5ms")
+	var ipOut syncBuffer
+	err = run(context.Background(), ipArgs, &ipOut, &errOut)
+	t.Logf("client -ip:\n%s", ipOut.String())
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^3 sent, 3 received`, ipOut.String())
+	require.Contains(t, ipOut.String(), "from 192.0.2.1: icmp_seq=1 ttl=63")
+
 	// Too large for a QUIC datagram: said plainly.
 	err = run(context.Background(), append(slices.Clone(args), "-size", "1400", "-count", "1"), io.Discard, io.Discard)
 	require.ErrorContains(t, err, "-size 1400 does not fit in one QUIC datagram")
@@ -195,7 +206,8 @@ func TestDevModeEndToEnd(t *testing.T) {
 	// The proxy counted it.
 	code, body := get(t, metricsURL)
 	require.Equal(t, http.StatusOK, code)
-	require.GreaterOrEqual(t, metricValue(t, body, "masqroute_tunnels_opened_total"), 1.0)
+	require.GreaterOrEqual(t, metricValue(t, body, "masqroute_tunnels_opened_total"), 2.0)
+	require.Equal(t, 1.0, metricValue(t, body, `masqroute_tunnels_kind_opened_total{protocol="connect-ip"}`))
 	require.GreaterOrEqual(t, metricValue(t, body, "masqroute_connections_accepted_total"), 1.0)
 	require.GreaterOrEqual(t, metricValue(t, body, `masqroute_datagrams_total{direction="to_target"}`), float64(received))
 	require.GreaterOrEqual(t, metricValue(t, body, `masqroute_datagrams_total{direction="to_client"}`), float64(received))

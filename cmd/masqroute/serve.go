@@ -32,8 +32,9 @@ type daemon struct {
 	caFile   string // self-signed certificate's PEM file; "" with -cert
 	removeCA bool   // caFile is ours to remove on exit
 
-	obs  *observer
-	echo *echo.Server // -dev only
+	obs     *observer
+	echo    *echo.Server // -dev only
+	ipHosts string       // the netstack host's addresses, when CONNECT-IP runs on netstack
 }
 
 // runServe runs the daemon until ctx is done, then shuts it down.
@@ -88,9 +89,22 @@ func (d *daemon) start() error {
 	if err != nil {
 		return err
 	}
-	d.proxy, err = engine.NewProxy(cfg.proxyConfig(pol, d.log))
+	ipCfg, err := cfg.ipConfig()
 	if err != nil {
 		return err
+	}
+	d.proxy, err = engine.NewProxy(cfg.proxyConfig(pol, ipCfg, d.log))
+	if err != nil {
+		if ipCfg != nil {
+			ipCfg.Device.Close()
+		}
+		return err
+	}
+	if ipCfg != nil {
+		if cfg.ip == "netstack" {
+			d.ipHosts = cfg.ipHosts
+		}
+		d.log.Info("CONNECT-IP on", "backend", cfg.ip, "pool4", cfg.ipPool4, "pool6", cfg.ipPool6, "templates", ipCfg.Templates)
 	}
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	d.ln, err = quic.ListenAddr(cfg.listen, tlsConf, d.proxy.QUICConfig(nil))

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/masqroute/masqroute/bench/e2e"
+	"github.com/masqroute/masqroute/bench/e2e/loadgen"
+	"github.com/masqroute/masqroute/engine/metrics"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, &out, &errb, false)
+	return code, out.String(), errb.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},                // no proxy
+		{"-proxy", "x:1"}, // no target
+		{"-proxy", "x:1", "-target", "y:2", "-echo"},
+		{"-proxy", "x:1", "-echo", "-tunnels", "0"},
+		{"-proxy", "x:1", "-echo", "-size", "10"},
+		{"-proxy", "x:1", "-echo", "-rate", "-5"},
+		{"-proxy", "x:1", "-echo", "-duration", "0"},
+		{"-proxy", "x:1", "-echo", "-ca", "f", "-insecure"},
+		{"-proxy", "x:1", "-transport", "rawquic", "-echo"},
+		{"-proxy", "x:1", "-transport", "tcp", "-echo"},
+		{"-local", "nginx"},
+		{"-local", "masqroute", "-proxy", "x:1"},
+		{"-bogus"},
+		{"-local", "masqroute", "extra"},
+	} {
+		code, _, stderr := runCmd(t, args...)
+		require.Equal(t, 2, code, "%q: %s", args, stderr)
+		require.NotEmpty(t, stderr)
+	}
+	code, _, stderr := runCmd(t, "-h")
+	require.Equal(t, 0, code)
+	require.Contains(t, stderr, "-tunnels")
+}
+
+func TestLocalJSON(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "-local", "masqroute", "-tunnels", "3", "-conns", "2",
+		"-duration", "300ms", "-warmup", "50ms", "-drain", "200ms", "-json")
+	require.Equal(t, 0, code, stderr)
+	var res loadgen.Result
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	require.Equal(t, "masqroute", res.Transport)
+	require.Equal(t, 3, res.Tunnels)
+	require.Equal(t, 2, res.Conns)
+	require.Positive(t, res.Received)
+	require.Positive(t, res.Latency.P50)
+	require.Equal(t, 1, strings.Count(stdout, "\n"), "one JSON object, one line")
+}
+
+func TestLocalTextOpenLoop(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "-local", "baseline", "-rate", "2000", "-tunnels", "4",
+		"-duration", "300ms", "-warmup", "50ms", "-drain", "200ms")
+	require.Equal(t, 0, code, stderr)
+	for _, want := range []string{"open loop, 2,000 dgrams/s offered", "received", "latency", "send lag", "baseline: to target"} {
+		require.Contains(t, stdout, want)
+	}
+}
+
+// An external proxy: -proxy, -ca, -echo and -metrics together.
+func TestProxyWithMetrics(t *testing.T) {
+	env, err := e2e.Start(e2e.Masqroute)
+	require.NoError(t, err)
+	defer env.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewCollector(env.Proxy))
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	cert, err := e2e.Cert()
+	require.NoError(t, err)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, cert.PEM, 0o600))
+	proxy := env.Transport.(*loadgen.MASQUE).Proxy
+
+	code, stdout, stderr := runCmd(t, "-proxy", proxy, "-ca", ca, "-echo", "-metrics", srv.URL,
+		"-tunnels", "2", "-duration", "300ms", "-warmup", "50ms", "-drain", "200ms", "-json")
+	require.Equal(t, 0, code, stderr)
+	var res loadgen.Result
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	require.Positive(t, res.Received)
+	names := map[string]uint64{}
+	for _, h := range res.Hops {
+		names[h.Name] = h.Count
+	}
+	require.Positive(t, names["proxy: to target"], "hops: %+v", res.Hops)
+	require.Positive(t, names["echo: received"])
+	require.Positive(t, names["client: router delivered"])
+}
+
+func TestProgressLine(t *testing.T) {
+	var b bytes.Buffer
+	p := &progressLine{w: &b}
+	p.update(loadgen.Progress{Phase: "warmup", Elapsed: -700 * time.Millisecond, Duration: 10 * time.Second, Sent: 5})
+	p.update(loadgen.Progress{Phase: "measure", Elapsed: 3 * time.Second, Duration: 10 * time.Second, Sent: 1000, Received: 990, SentRate: 500, RecvRate: 495})
+	p.clear()
+	out := b.String()
+	require.Contains(t, out, "\r\x1b[K[measure   3.0s/10s] sent 1000 (500/s)  received 990 (495/s)")
+	require.Contains(t, out, "[warmup    0.7s]")
+	require.True(t, strings.HasSuffix(out, "\r\x1b[K"))
+	var nilLine *progressLine
+	nilLine.clear()
+}
