@@ -3,7 +3,9 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -381,3 +383,67 @@ masqroute_tunnels_kind_active{protocol="connect-udp"} 1
 `), "masqroute_tunnels_kind_active")
 	require.NoError(t, err)
 }
+
+// A packet from the network too large for the client's QUIC datagrams is
+// answered, toward its sender, with ICMP Packet Too Big carrying the
+// tunnel's MTU (RFC 9484 §10.1), and counted.
+func TestConnectIPReturnPacketTooBig(t *testing.T) {
+	captureClientLog(t)
+	env := startIPProxy(t, 0) // the network carries 1500
+	_, _, a6 := env.dialIP(t)
+	// The host in the userspace network sends 1450 bytes of UDP to the
+	// client: more than a QUIC datagram of this connection holds. (IPv6:
+	// an IPv4 packet without DF would be dropped without ICMP instead, see
+	// docs/connect-ip.md.)
+	uc, err := env.ns.Net().DialUDPAddrPort(netip.AddrPortFrom(env.host6, 9999), netip.AddrPortFrom(a6, 5555))
+	require.NoError(t, err)
+	defer uc.Close()
+	_, err = uc.Write(make([]byte, 1450))
+	require.NoError(t, err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := env.proxy.Stats()
+		if st.DropReturnOversize == 1 && st.ICMPToNetwork == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Packet Too Big: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A connection that cannot carry a 1280-byte packet in one datagram gets no
+// CONNECT-IP tunnel: the stream is aborted (RFC 9484 §10.1).
+func TestConnectIPAbortsWithoutRoomFor1280(t *testing.T) {
+	ns, err := packetio.NewNetstack(packetio.NetstackConfig{})
+	require.NoError(t, err)
+	p, err := engine.NewProxy(engine.ProxyConfig{IP: &engine.IPConfig{Device: ns}, Logger: discardLog()})
+	require.NoError(t, err)
+	defer p.Close()
+	tlsConf := loopbackCert(t).ServerTLS()
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	// Not p.QUICConfig: an embedder who forgot it, with 1280-byte packets
+	// and no path MTU discovery, leaves no room for 1280-byte IP packets.
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, &quic.Config{EnableDatagrams: true, InitialPacketSize: 1280, DisablePathMTUDiscovery: true})
+	require.NoError(t, err)
+	defer ln.Close()
+	go p.Serve(ln)
+	env := &ipEnv{proxyEnv: &proxyEnv{addr: ln.Addr().String(), proxy: p}}
+	c := env.rawTunnelDial(t)
+	str := c.open(t)
+	u, _ := url.Parse("https://" + env.addr + "/.well-known/masque/ip/")
+	require.NoError(t, str.SendRequestHeader(&http.Request{Method: http.MethodConnect, Proto: "connect-ip", Host: u.Host, URL: u,
+		Header: http.Header{"Capsule-Protocol": {"?1"}}}))
+	// The abort may overtake the 200 (a reset discards unread data).
+	resp, err := str.ReadResponse()
+	if err == nil {
+		require.Equal(t, 200, resp.StatusCode)
+		str.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err = io.ReadAll(str)
+	}
+	require.ErrorContains(t, err, "H3_GENERAL_PROTOCOL_ERROR", "the stream must be aborted")
+	waitFor(t, "abort counted", func() bool { return p.Stats().IPMTUAborts == 1 && p.Stats().Tunnels == 0 })
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
