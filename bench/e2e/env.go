@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime/pprof"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/masqroute/masqroute/bench/e2e/baseline"
+	"github.com/masqroute/masqroute/bench/e2e/loadgen"
+	"github.com/masqroute/masqroute/bench/e2e/rawecho"
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/devcert"
+	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/policy"
+)
+
+// An Impl is what carries the load.
+type Impl string
+
+// The implementations the benchmark compares.
+const (
+	Masqroute Impl = "masqroute" // engine.Proxy, driven by masqroute's client
+	Baseline  Impl = "baseline"  // baseline.Server (stock http3.Server), same client
+	RawQUIC   Impl = "rawquic"   // rawecho.Server, raw QUIC datagrams: the ceiling
+)
+
+// Impls are every Impl, in the order the benchmark runs them.
+var Impls = []Impl{Masqroute, Baseline, RawQUIC}
+
+// ParseImpl returns the Impl named s.
+func ParseImpl(s string) (Impl, error) {
+	for _, i := range Impls {
+		if string(i) == s {
+			return i, nil
+		}
+	}
+	return "", fmt.Errorf("e2e: unknown implementation %q (want masqroute, baseline or rawquic)", s)
+}
+
+// MaxIncomingStreams is the servers' stream limit in Env: enough for a
+// thousand tunnels on one connection. Both proxies get the same.
+const MaxIncomingStreams = 2048
+
+// QUICConfig is the QUIC configuration every server and client of an Env
+// starts from, so that both proxies and the ceiling run on equal terms.
+func QUICConfig() *quic.Config {
+	return &quic.Config{
+		MaxIdleTimeout:     30 * time.Second,
+		MaxIncomingStreams: MaxIncomingStreams,
+	}
+}
+
+var (
+	certOnce sync.Once
+	cert     *devcert.Cert
+	certErr  error
+)
+
+// Cert is the loopback certificate every Env serves (made once).
+func Cert() (*devcert.Cert, error) {
+	certOnce.Do(func() { cert, certErr = devcert.Loopback() })
+	return cert, certErr
+}
+
+// An Env is one implementation serving on loopback, with the UDP echo
+// target its tunnels reach (none for RawQUIC), and a Transport and Probes
+// for loadgen.Config.
+type Env struct {
+	Impl      Impl
+	Transport loadgen.Transport
+	Target    string
+	Probes    []loadgen.Probe
+	// Proxy is the masqroute proxy (Masqroute only).
+	Proxy *engine.Proxy
+
+	closers []func() error // run in reverse order by Close
+}
+
+// Start starts impl on 127.0.0.1 with an echo target beside it.
+func Start(impl Impl) (_ *Env, err error) {
+	c, err := Cert()
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Impl: impl}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	if impl != RawQUIC {
+		var es *echo.Server
+		withRole("target", func() { es, err = echo.Listen("127.0.0.1:0") })
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, es.Close)
+		e.Target = es.Addr().String()
+		e.Probes = append(e.Probes, loadgen.EchoProbe(es))
+	}
+	var addr string
+	withRole("server", func() { addr, err = e.startServer(c) })
+	if err != nil {
+		return nil, err
+	}
+	if impl != RawQUIC {
+		e.Transport = &loadgen.MASQUE{Proxy: addr, TLS: c.ClientTLS(), QUIC: QUICConfig()}
+	}
+	return e, nil
+}
+
+// withRole runs f with the pprof label e2e=role, which every goroutine f
+// starts inherits: a CPU profile of a benchmark tells the client, the server
+// and the target apart with -tagfocus e2e=server (or client, target).
+func withRole(role string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels("e2e", role), func(context.Context) { f() })
+}
+
+// startServer starts e.Impl's server and returns the address clients dial.
+func (e *Env) startServer(c *devcert.Cert) (addr string, err error) {
+	switch e.Impl {
+	case Masqroute:
+		addr, err = e.startMasqroute(c)
+	case Baseline:
+		var s *baseline.Server
+		if s, err = baseline.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
+			e.closers = append(e.closers, s.Close)
+			e.Probes = append(e.Probes, BaselineProbe(s))
+			addr = s.Addr().String()
+		}
+	case RawQUIC:
+		var s *rawecho.Server
+		if s, err = rawecho.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
+			e.closers = append(e.closers, s.Close)
+			e.Probes = append(e.Probes, loadgen.RawEchoProbe(s))
+			e.Transport = &loadgen.RawQUIC{Addr: s.Addr().String(), TLS: c.ClientTLS(), QUIC: QUICConfig()}
+		}
+	default:
+		err = fmt.Errorf("e2e: unknown implementation %q", e.Impl)
+	}
+	return addr, err
+}
+
+// LoopbackPolicy opens loopback targets and keeps every other built-in
+// refusal.
+func LoopbackPolicy() *policy.Policy {
+	p, err := policy.New(policy.Config{Allow: []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+	}})
+	if err != nil {
+		panic(err) // constant input
+	}
+	return p
+}
+
+func (e *Env) startMasqroute(c *devcert.Cert) (string, error) {
+	p, err := engine.NewProxy(engine.ProxyConfig{
+		Policy: LoopbackPolicy(),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return "", err
+	}
+	tlsConf := c.ServerTLS()
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, p.QUICConfig(QUICConfig()))
+	if err != nil {
+		return "", err
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	e.closers = append(e.closers, func() error {
+		err := p.Close()
+		ln.Close()
+		if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		return err
+	})
+	e.Proxy = p
+	e.Probes = append(e.Probes, loadgen.ProxyProbe(p))
+	return ln.Addr().String(), nil
+}
+
+// Close stops everything Start started and waits for its goroutines.
+func (e *Env) Close() error {
+	var errs []error
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		errs = append(errs, e.closers[i]())
+	}
+	e.closers = nil
+	return errors.Join(errs...)
+}
+
+// Run runs cfg's load against the Env: Transport, Target and Probes are
+// filled in.
+func (e *Env) Run(ctx context.Context, cfg loadgen.Config) (loadgen.Result, error) {
+	cfg.Transport = e.Transport
+	cfg.Target = e.Target
+	cfg.Probes = append(append([]loadgen.Probe(nil), e.Probes...), cfg.Probes...)
+	var res loadgen.Result
+	var err error
+	withRole("client", func() { res, err = loadgen.Run(ctx, cfg) })
+	res.Transport = string(e.Impl)
+	return res, err
+}
+
+// BaselineProbe reads the baseline proxy's counters.
+func BaselineProbe(s *baseline.Server) loadgen.Probe {
+	return loadgen.ProbeFunc(func(context.Context) (loadgen.Counters, error) {
+		return loadgen.Counters{
+			Hops: []loadgen.Hop{
+				{Stage: loadgen.StageProxyToTarget, Name: "baseline: to target", Count: s.ToTarget.Load()},
+				{Stage: loadgen.StageProxyToClient, Name: "baseline: to client", Count: s.ToClient.Load()},
+			},
+			Drops: map[string]uint64{
+				"baseline.bad_context":  s.DropBadContext.Load(),
+				"baseline.send_error":   s.DropSendError.Load(),
+				"baseline.return_error": s.DropReturn.Load(),
+			},
+		}, nil
+	})
+}
