@@ -32,10 +32,15 @@ import (
 // ProxyConfig.IdleTimeout.
 var ErrIdleTimeout = errors.New("masqroute: tunnel idle timeout")
 
-// udpReadBatch is how many buffers RoutineUDPReceive reads into at once. It
-// holds them while it waits, so it bounds a tunnel's idle memory:
-// udpReadBatch × udpio.BufferSize = 16 KiB.
-const udpReadBatch = 8
+// udpReadBatch is the most buffers RoutineUDPReceive reads into at once.
+// It starts with one and doubles the batch while reads fill it, halving it
+// again after udpShrinkAfter reads that do not: a busy tunnel reads in
+// batches (recvmmsg), an idle one holds a single 2 KiB buffer while it
+// waits, not udpReadBatch of them.
+const (
+	udpReadBatch   = 8
+	udpShrinkAfter = 16
+)
 
 // udpBuffers are shared by every tunnel's reader.
 var udpBuffers udpio.Pool
@@ -206,21 +211,39 @@ func (t *udpTunnel) RoutineUDPReceive() {
 		bufs  [udpReadBatch]*udpio.Buffer
 		views [udpReadBatch][]byte
 		sizes [udpReadBatch]int
+		k     = 1 // buffers in use: bufs[:k]
+		slack int // reads in a row that did not fill the batch
 	)
-	for i := range bufs {
-		bufs[i] = udpBuffers.Get()
-		views[i] = bufs[i].Payload()
-	}
+	bufs[0] = udpBuffers.Get()
+	views[0] = bufs[0].Payload()
 	defer func() {
-		for _, b := range bufs {
+		for _, b := range bufs[:k] {
 			udpBuffers.Put(b)
 		}
 	}()
 	for {
-		n, truncated, err := t.conn.ReadBatch(views[:], sizes[:])
+		n, truncated, err := t.conn.ReadBatch(views[:k], sizes[:k])
 		t.c.dropOversize.Add(uint64(truncated))
 		for i := range n {
 			t.sendToClient(bufs[i], sizes[i])
+		}
+		switch {
+		case n == k && k < udpReadBatch: // busy: read more at once
+			for i := k; i < 2*k; i++ {
+				bufs[i] = udpBuffers.Get()
+				views[i] = bufs[i].Payload()
+			}
+			k, slack = 2*k, 0
+		case n < k/2:
+			if slack++; slack >= udpShrinkAfter { // quiet again: give buffers back
+				for i := k / 2; i < k; i++ {
+					udpBuffers.Put(bufs[i])
+					bufs[i], views[i] = nil, nil
+				}
+				k, slack = k/2, 0
+			}
+		default:
+			slack = 0
 		}
 		if n > 0 {
 			t.touch()
