@@ -114,18 +114,9 @@ func (c *proxyConn) RoutineReceiveDatagrams() {
 	log := c.p.log
 	log.Debug("masqroute: datagram receiver started", "remote", c.qc.RemoteAddr())
 	defer log.Debug("masqroute: datagram receiver stopped", "remote", c.qc.RemoteAddr())
-	ctx := c.qc.Context()
-	for {
-		b, err := c.qc.ReceiveDatagram(ctx)
-		if err != nil {
-			return
-		}
-		id, payload, err := wire.ParseDatagram(b)
-		if err != nil {
-			c.p.counters.datagramErrors.Add(1)
-			c.h3.CloseWithError(wire.ErrCodeDatagramError, err.Error())
-			return
-		}
-		c.router.Dispatch(id, payload)
+	err := c.router.ReceiveDatagrams(c.qc.Context(), c.qc)
+	if errors.Is(err, ErrBadDatagram) {
+		c.p.counters.datagramErrors.Add(1)
+		c.h3.CloseWithError(wire.ErrCodeDatagramError, err.Error())
 	}
 }

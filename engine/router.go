@@ -2,11 +2,14 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/shardmap"
 )
 
@@ -399,4 +402,34 @@ func (a *atomicError) load() error {
 		return *p
 	}
 	return nil
+}
+
+// A DatagramReceiver yields the HTTP/3 Datagrams of one connection, quarter
+// stream ID first. *quic.Conn satisfies it.
+type DatagramReceiver interface {
+	ReceiveDatagram(ctx context.Context) ([]byte, error)
+}
+
+// ErrBadDatagram: a datagram's quarter stream ID does not parse or is above
+// 2^60-1; the connection must be closed with H3_DATAGRAM_ERROR (RFC 9297
+// §2.1).
+var ErrBadDatagram = errors.New("masqroute: malformed HTTP/3 datagram")
+
+// ReceiveDatagrams reads src's datagrams and dispatches each to its stream
+// until ctx ends or src fails; it returns the error that stopped it. It is
+// the loop a connection's single datagram reader runs. A datagram that does
+// not parse stops it with an error matching ErrBadDatagram, after which the
+// caller closes the connection with H3_DATAGRAM_ERROR.
+func (r *Router) ReceiveDatagrams(ctx context.Context, src DatagramReceiver) error {
+	for {
+		b, err := src.ReceiveDatagram(ctx)
+		if err != nil {
+			return err
+		}
+		id, payload, err := wire.ParseDatagram(b)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBadDatagram, err)
+		}
+		r.Dispatch(id, payload)
+	}
 }

@@ -154,18 +154,9 @@ func (c *Conn) Context() context.Context { return c.qc.Context() }
 // RoutineReceiveDatagrams dispatches the connection's datagrams to tunnels.
 func (c *Conn) RoutineReceiveDatagrams() {
 	defer c.wg.Done()
-	ctx := c.qc.Context()
-	for {
-		b, err := c.qc.ReceiveDatagram(ctx)
-		if err != nil {
-			return
-		}
-		id, payload, err := wire.ParseDatagram(b)
-		if err != nil {
-			c.qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeDatagramError), "bad quarter stream ID")
-			return
-		}
-		c.router.Dispatch(id, payload)
+	err := c.router.ReceiveDatagrams(c.qc.Context(), c.qc)
+	if errors.Is(err, engine.ErrBadDatagram) {
+		c.qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeDatagramError), "bad quarter stream ID")
 	}
 }
 
