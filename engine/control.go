@@ -200,8 +200,8 @@ func (r *Router) endLocked(s *Session, reason error) {
 	r.counters.active.Add(-1)
 	s.endReason.store(reason)
 	r.removeLocked(s)
-	s.ring.Close()
-	close(s.done) // tell the session goroutine (or the pull-mode owner)
+	s.ring.Close() // refuses further datagrams and wakes the session goroutine
+	close(s.done)  // tell the pull-mode owner, and Done's other watchers
 	if s.pull {
 		s.teardownPull()
 	}

@@ -192,7 +192,7 @@ func (k *ipKind) Start(ctx context.Context, s *Session, args Args) (Handler, err
 		}
 		return nil, err
 	}
-	t := &ipTunnel{n: n, s: s, req: req, scope: scope, stop: make(chan struct{}), done: make(chan struct{}),
+	t := &ipTunnel{n: n, s: s, req: req, scope: scope, done: make(chan struct{}),
 		ret: ringbuf.New[*ipBuf](n.retQueue)}
 	if t.addr4, t.off4, err = n.pool4.allocate(); err == nil {
 		t.addr6, t.off6, err = n.pool6.allocate()

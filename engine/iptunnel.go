@@ -52,7 +52,6 @@ type ipTunnel struct {
 	// The return path.
 	ret       *ringbuf.Ring[*ipBuf]
 	retICMP   icmpLimiter   // RoutineIPReturn's
-	stop      chan struct{} // closed by Close: RoutineIPReturn ends
 	done      chan struct{} // closed when RoutineIPReturn has ended
 	closeOnce sync.Once
 
@@ -286,9 +285,10 @@ func (t *ipTunnel) RoutineIPReturn() {
 	for {
 		k := t.ret.PopBatch(batch)
 		if k == 0 {
-			if !t.ret.Wait(t.stop) {
+			if t.ret.Closed() {
 				break
 			}
+			t.ret.Wait(nil) // Close wakes it
 			continue
 		}
 		for i, b := range batch[:k] {
@@ -297,8 +297,7 @@ func (t *ipTunnel) RoutineIPReturn() {
 			batch[i] = nil
 		}
 	}
-	// The session ended: give back whatever is left.
-	t.ret.Close()
+	// The tunnel ended: give back whatever is left.
 	t.ret.Drain(func(b *ipBuf) { t.c.dropReturnSendError.Add(1); t.n.bufs.put(b) })
 }
 
@@ -359,7 +358,7 @@ func (t *ipTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
 		t.n.by4.CompareAndDelete(t.off4, t) // unpublish before release
 		t.n.by6.CompareAndDelete(t.off6, t)
-		close(t.stop)
+		t.ret.Close() // RoutineIPReturn wakes and ends
 		<-t.done
 		t.n.pool4.release(t.off4)
 		t.n.pool6.release(t.off6)

@@ -207,9 +207,10 @@ func (s *Session) drain() {
 	for s.state.load() == StateActive {
 		n := s.ring.PopBatch(batch)
 		if n == 0 {
-			if !s.ring.Wait(s.done) {
-				break
-			}
+			// Park on the ring alone (a plain channel receive, cheaper
+			// than a select): ending the session closes the ring, and
+			// closing a ring wakes its consumer.
+			s.ring.Wait(nil)
 			continue
 		}
 		s.deliver(batch[:n])
@@ -291,7 +292,8 @@ func (s *Session) Pop(dst [][]byte) int {
 //	}
 //	n := s.Pop(buf)
 //
-// Arm returns false when there is something to pop already. Only one
+// Arm returns false when there is something to pop already, or when the
+// session has ended (then Done is closed, or about to be). Only one
 // goroutine may wait at a time.
 func (s *Session) Arm() bool               { return s.ring.Arm() }
 func (s *Session) Notify() <-chan struct{} { return s.ring.Notify() }

@@ -46,7 +46,7 @@ package ringbuf
 
 // Arm announces that the consumer is about to park and reports whether it
 // should. It returns false, and leaves the consumer unarmed, if the oldest
-// item is ready to pop. After Arm returns true the consumer blocks on Notify
+// item is ready to pop or the ring is closed. After Arm returns true the consumer blocks on Notify
 // (and whatever else it waits for) and calls Disarm once it is awake. Popping
 // while armed is safe but earns a needless token.
 //
@@ -61,7 +61,9 @@ func (r *Ring[T]) Arm() bool {
 	}
 	r.park.parked.Store(true) // announce before checking; pairs with the load after publish in TryPush
 	h := r.cons.head.Load()
-	if r.slots[h&r.mask].seq.Load() == h+1 {
+	// A closed ring is never parked on: Close sends its token after its
+	// store, so either this load sees the close or the token comes later.
+	if r.slots[h&r.mask].seq.Load() == h+1 || r.limit.Load() == closedLimit {
 		// Not parking after all. A producer may have won the CAS already;
 		// its token becomes a stale one.
 		r.park.parked.Store(false) // unannounce: pushes stop at the load again

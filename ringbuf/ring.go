@@ -336,14 +336,21 @@ func (r *Ring[T]) SetLimit(n int) {
 	}
 }
 
-// Close makes every later TryPush fail (and count as a drop). Items already
-// queued, and items whose producers reserved before Close, stay; the
-// consumer collects them with Drain. Close does not wake a parked consumer:
-// whoever closes a ring its consumer is not itself closing must also signal
-// the consumer (its done channel, say). Close is idempotent and may be
-// called from any goroutine.
+// Close makes every later TryPush fail (and count as a drop), and wakes the
+// consumer if it is parked: a consumer that waits only on the ring (Wait
+// with a nil done) learns of the end that way, since Arm refuses to park a
+// closed ring. Items already queued, and items whose producers reserved
+// before Close, stay; the consumer collects them with Drain. Close is
+// idempotent and may be called from any goroutine.
 func (r *Ring[T]) Close() {
 	r.limit.Store(closedLimit) // every reservation ordered after this fails; see Drain
+	// Dekker with Arm: Arm stores parked and then loads limit. If Arm's load
+	// missed the store above, this token is sent after Arm drained the
+	// channel, so the parked consumer receives it.
+	select {
+	case r.wake <- struct{}{}:
+	default: // a token is waiting already
+	}
 }
 
 // Closed reports whether Close has been called.

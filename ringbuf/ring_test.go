@@ -397,3 +397,29 @@ func drainWithin[T any](t *testing.T, r *Ring[T], fn func(T)) int {
 		return 0
 	}
 }
+
+// Close wakes a consumer parked on the ring alone, and a closed ring is
+// never parked on: a consumer can learn of the end through the ring.
+func TestCloseWakesParkedConsumer(t *testing.T) {
+	r := New[int](4)
+	woke := make(chan struct{})
+	go func() {
+		r.Wait(nil)
+		close(woke)
+	}()
+	time.Sleep(10 * time.Millisecond) // let it park (if it did not, Close still ends the wait)
+	r.Close()
+	select {
+	case <-woke:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake the parked consumer")
+	}
+	require.False(t, r.Arm(), "Arm parks on a closed ring")
+	done := make(chan struct{})
+	go func() { r.Wait(nil); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait on a closed ring blocked")
+	}
+}

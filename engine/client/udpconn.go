@@ -179,7 +179,14 @@ func (u *UDPConn) Read(b []byte) (int, error) {
 // ends.
 func (u *UDPConn) wait() error {
 	if !u.s.Arm() {
-		return nil
+		// Something to pop, or the session has ended (a closed ring is
+		// never parked on).
+		select {
+		case <-u.s.Done():
+			return io.EOF
+		default:
+			return nil
+		}
 	}
 	defer u.s.Disarm()
 	select {
