@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// A Chart is an image written next to the markdown.
+type Chart struct {
+	File    string // relative to the markdown file
+	Caption string
+}
+
+const chartW, chartH = 16 * vg.Centimeter, 10 * vg.Centimeter
+
+// Charts draws the report's charts into dir/sub, in format ("svg" or
+// "png"), and returns them with paths relative to dir.
+func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
+	var out []Chart
+	save := func(p *plot.Plot, name, caption string) error {
+		name += "." + format
+		if err := p.Save(chartW, chartH, filepath.Join(dir, sub, name)); err != nil {
+			return err
+		}
+		out = append(out, Chart{File: filepath.ToSlash(filepath.Join(sub, name)), Caption: caption})
+		return nil
+	}
+	impls := d.Values("Dispatch", "impl", implOrder...)
+
+	// ns/op against sessions, one chart per dispatcher count, no churn.
+	for _, procs := range d.Procs("Dispatch") {
+		p := plot.New()
+		p.Title.Text = fmt.Sprintf("Dispatch, %d dispatcher(s), churn=0", procs)
+		p.X.Label.Text = "sessions"
+		p.Y.Label.Text = "ns per Dispatch call"
+		p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+		var lines []any
+		for _, impl := range impls {
+			var xy plotter.XYs
+			for _, sessions := range d.Values("Dispatch", "sessions") {
+				n, err := strconv.ParseFloat(sessions, 64)
+				if err != nil {
+					continue
+				}
+				if v, ok := median(d, "Dispatch", procs, map[string]string{"impl": impl, "sessions": sessions, "churn": "0"}, "ns/op"); ok && v > 0 {
+					xy = append(xy, plotter.XY{X: n, Y: v})
+				}
+			}
+			if len(xy) > 0 {
+				lines = append(lines, impl, xy)
+			}
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		if err := plotutil.AddLinePoints(p, lines...); err != nil {
+			return nil, err
+		}
+		p.Legend.Top, p.Legend.Left = true, true
+		if err := save(p, fmt.Sprintf("dispatch-ns-cpu%d", procs),
+			fmt.Sprintf("ns per Dispatch call against sessions, %d dispatcher(s)", procs)); err != nil {
+			return nil, err
+		}
+	}
+
+	// Throughput against dispatchers at 100k sessions, no churn.
+	if procs := d.Procs("Dispatch"); len(procs) > 0 {
+		p := plot.New()
+		p.Title.Text = "Delivered datagrams/s at 100k sessions, churn=0"
+		p.X.Label.Text = "dispatchers"
+		p.Y.Label.Text = "million datagrams/s"
+		var lines []any
+		for _, impl := range impls {
+			var xy plotter.XYs
+			for _, n := range procs {
+				if v, ok := median(d, "Dispatch", n, map[string]string{"impl": impl, "sessions": "100000", "churn": "0"}, "dgrams/s"); ok {
+					xy = append(xy, plotter.XY{X: float64(n), Y: v / 1e6})
+				}
+			}
+			if len(xy) > 0 {
+				lines = append(lines, impl, xy)
+			}
+		}
+		if len(lines) > 0 {
+			if err := plotutil.AddLinePoints(p, lines...); err != nil {
+				return nil, err
+			}
+			p.Y.Min = 0
+			p.Legend.Top, p.Legend.Left = true, true
+			if err := save(p, "dispatch-throughput-100k", "delivered datagrams/s against dispatchers, 100k sessions"); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	// p99 latency with and without churn, one chart per dispatcher count.
+	limpls := d.Values("Latency", "impl", implOrder...)
+	for _, procs := range d.Procs("Latency") {
+		p := plot.New()
+		p.Title.Text = fmt.Sprintf("p99 dispatch-to-consumer latency, %d dispatcher(s)", procs)
+		p.Y.Label.Text = "µs"
+		w := vg.Points(14)
+		drawn := false
+		for i, churn := range []string{"0", "1"} {
+			vals := make(plotter.Values, len(limpls))
+			for j, impl := range limpls {
+				if v, ok := median(d, "Latency", procs, map[string]string{"impl": impl, "churn": churn}, "p99-ns"); ok {
+					vals[j] = v / 1e3
+					drawn = true
+				}
+			}
+			bars, err := plotter.NewBarChart(vals, w)
+			if err != nil {
+				return nil, err
+			}
+			bars.Color = plotutil.Color(i)
+			bars.LineStyle.Width = 0
+			bars.Offset = vg.Length(2*i-1) * w / 2
+			p.Add(bars)
+			p.Legend.Add("churn="+churn, bars)
+		}
+		if !drawn {
+			continue
+		}
+		p.Legend.Top = true
+		p.NominalX(limpls...)
+		if err := save(p, fmt.Sprintf("latency-p99-cpu%d", procs),
+			fmt.Sprintf("p99 latency with and without churn, %d dispatcher(s)", procs)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// A Result is every run of one benchmark at one GOMAXPROCS.
+type Result struct {
+	Name    string               // without the -N suffix: "BenchmarkDispatch/impl=engine/sessions=1/churn=0"
+	Procs   int                  // the -N suffix (GOMAXPROCS); 1 when absent
+	Params  map[string]string    // the key=value path elements: impl, sessions, churn
+	Runs    []map[string]float64 // one per output line: unit → value
+	Metrics map[string][]float64 // unit → the values of every run that has it
+}
+
+// Top is the top-level benchmark name without "Benchmark": "Dispatch".
+func (r *Result) Top() string {
+	top, _, _ := strings.Cut(strings.TrimPrefix(r.Name, "Benchmark"), "/")
+	return top
+}
+
+// Data is a parsed set of benchmark output files.
+type Data struct {
+	Config  map[string]string // "key: value" lines (goos, cpu, commit, ...); the first value wins
+	Results []*Result
+	index   map[string]*Result
+}
+
+// benchLine matches "BenchmarkX/a=b-2   1000   12.5 ns/op   3 allocs/op ...".
+var benchLine = regexp.MustCompile(`^(Benchmark\S+)\s+(\d+)\s+(.*)$`)
+
+// configLine matches benchstat configuration lines: a lower-case key without
+// spaces, a colon, a value.
+var configLine = regexp.MustCompile(`^([a-z][^\s:]*):\s*(.*)$`)
+
+var procsSuffix = regexp.MustCompile(`^(.*)-(\d+)$`)
+
+// Parse reads go test -bench output (the benchstat format) from r into d.
+func (d *Data) Parse(r io.Reader) error {
+	if d.Config == nil {
+		d.Config = map[string]string{}
+		d.index = map[string]*Result{}
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if m := configLine.FindStringSubmatch(line); m != nil {
+			if _, ok := d.Config[m[1]]; !ok {
+				d.Config[m[1]] = strings.TrimSpace(m[2])
+			}
+			continue
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[3])
+		if len(fields)%2 != 0 {
+			return fmt.Errorf("malformed benchmark line: %q", line)
+		}
+		name, procs := m[1], 1
+		if pm := procsSuffix.FindStringSubmatch(name); pm != nil {
+			name = pm[1]
+			procs, _ = strconv.Atoi(pm[2])
+		}
+		res := d.result(name, procs)
+		run := map[string]float64{}
+		for i := 0; i < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				return fmt.Errorf("malformed value %q in %q", fields[i], line)
+			}
+			run[fields[i+1]] = v
+			res.Metrics[fields[i+1]] = append(res.Metrics[fields[i+1]], v)
+		}
+		res.Runs = append(res.Runs, run)
+	}
+	return sc.Err()
+}
+
+// DropRuns removes every run for which drop is true and returns how many
+// runs it removed.
+func (d *Data) DropRuns(drop func(r *Result, run map[string]float64) bool) int {
+	n := 0
+	for _, r := range d.Results {
+		kept := r.Runs[:0]
+		for _, run := range r.Runs {
+			if drop(r, run) {
+				n++
+				continue
+			}
+			kept = append(kept, run)
+		}
+		r.Runs = kept
+		r.Metrics = map[string][]float64{}
+		for _, run := range kept {
+			for unit, v := range run {
+				r.Metrics[unit] = append(r.Metrics[unit], v)
+			}
+		}
+	}
+	return n
+}
+
+func (d *Data) result(name string, procs int) *Result {
+	key := name + "\x00" + strconv.Itoa(procs)
+	if r := d.index[key]; r != nil {
+		return r
+	}
+	r := &Result{Name: name, Procs: procs, Params: map[string]string{}, Metrics: map[string][]float64{}}
+	for _, part := range strings.Split(name, "/")[1:] {
+		if k, v, ok := strings.Cut(part, "="); ok {
+			r.Params[k] = v
+		}
+	}
+	d.index[key] = r
+	d.Results = append(d.Results, r)
+	return r
+}
+
+// Find returns the result of top with exactly these params at procs.
+func (d *Data) Find(top string, procs int, params map[string]string) *Result {
+	for _, r := range d.Results {
+		if r.Top() != top || r.Procs != procs || len(r.Params) != len(params) {
+			continue
+		}
+		match := true
+		for k, v := range params {
+			if r.Params[k] != v {
+				match = false
+				break
+			}
+		}
+		if match {
+			return r
+		}
+	}
+	return nil
+}
+
+// Values lists the distinct values of param among top's results, numeric
+// values in numeric order and the rest in preferred order, then by name.
+func (d *Data) Values(top, param string, preferred ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range d.Results {
+		if v, ok := r.Params[param]; ok && r.Top() == top && !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	rank := func(v string) int {
+		if i := slices.Index(preferred, v); i >= 0 {
+			return i
+		}
+		return len(preferred)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, errA := strconv.ParseFloat(out[i], 64)
+		b, errB := strconv.ParseFloat(out[j], 64)
+		if errA == nil && errB == nil {
+			return a < b
+		}
+		if ri, rj := rank(out[i]), rank(out[j]); ri != rj {
+			return ri < rj
+		}
+		return out[i] < out[j]
+	})
+	return out
+}
+
+// Procs lists the GOMAXPROCS values top was run with, ascending.
+func (d *Data) Procs(top string) []int {
+	var out []int
+	for _, r := range d.Results {
+		if r.Top() == top && !slices.Contains(out, r.Procs) {
+			out = append(out, r.Procs)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Summary is the median and range of one metric's runs.
+type Summary struct {
+	Median, Min, Max float64
+	N                int
+}
+
+// Summarize returns the summary of metric in r; ok is false when r is nil
+// or has no such metric.
+func Summarize(r *Result, metric string) (s Summary, ok bool) {
+	if r == nil || len(r.Metrics[metric]) == 0 {
+		return Summary{}, false
+	}
+	v := slices.Clone(r.Metrics[metric])
+	slices.Sort(v)
+	n := len(v)
+	med := v[n/2]
+	if n%2 == 0 {
+		med = (v[n/2-1] + v[n/2]) / 2
+	}
+	return Summary{Median: med, Min: v[0], Max: v[n-1], N: n}, true
+}
