@@ -20,7 +20,7 @@ type fieldPos struct {
 
 func layoutOf[T any]() []fieldPos {
 	var r Ring[T]
-	prod, park, cons := unsafe.Offsetof(r.prod), unsafe.Offsetof(r.park), unsafe.Offsetof(r.cons)
+	prod, cons := unsafe.Offsetof(r.prod), unsafe.Offsetof(r.cons)
 	return []fieldPos{
 		{"slots", unsafe.Offsetof(r.slots), unsafe.Sizeof(r.slots), "read-mostly"},
 		{"mask", unsafe.Offsetof(r.mask), unsafe.Sizeof(r.mask), "read-mostly"},
@@ -29,8 +29,8 @@ func layoutOf[T any]() []fieldPos {
 		{"count", prod + unsafe.Offsetof(r.prod.count), unsafe.Sizeof(r.prod.count), "producers"},
 		{"tail", prod + unsafe.Offsetof(r.prod.tail), unsafe.Sizeof(r.prod.tail), "producers"},
 		{"dropped", prod + unsafe.Offsetof(r.prod.dropped), unsafe.Sizeof(r.prod.dropped), "producers"},
-		{"parked", park + unsafe.Offsetof(r.park.parked), unsafe.Sizeof(r.park.parked), "park"},
-		{"wakeups", park + unsafe.Offsetof(r.park.wakeups), unsafe.Sizeof(r.park.wakeups), "park"},
+		{"parked", prod + unsafe.Offsetof(r.prod.parked), unsafe.Sizeof(r.prod.parked), "producers"},
+		{"wakeups", prod + unsafe.Offsetof(r.prod.wakeups), unsafe.Sizeof(r.prod.wakeups), "producers"},
 		{"head", cons + unsafe.Offsetof(r.cons.head), unsafe.Sizeof(r.cons.head), "consumer"},
 	}
 }
@@ -40,7 +40,6 @@ func layoutOf[T any]() []fieldPos {
 // over one line.
 func TestLayout(t *testing.T) {
 	require.Equal(t, uintptr(cacheLinePad), unsafe.Sizeof(producerLine{}))
-	require.Equal(t, uintptr(cacheLinePad), unsafe.Sizeof(parkLine{}))
 	require.Equal(t, uintptr(cacheLinePad), unsafe.Sizeof(consumerLine{}))
 
 	check := func(t *testing.T, fields []fieldPos) {

@@ -59,14 +59,14 @@ func (r *Ring[T]) Arm() bool {
 	case <-r.wake:
 	default:
 	}
-	r.park.parked.Store(true) // announce before checking; pairs with the load after publish in TryPush
+	r.prod.parked.Store(true) // announce before checking; pairs with the load after publish in TryPush
 	h := r.cons.head.Load()
 	// A closed ring is never parked on: Close sends its token after its
 	// store, so either this load sees the close or the token comes later.
 	if r.slots[h&r.mask].seq.Load() == h+1 || r.limit.Load() == closedLimit {
 		// Not parking after all. A producer may have won the CAS already;
 		// its token becomes a stale one.
-		r.park.parked.Store(false) // unannounce: pushes stop at the load again
+		r.prod.parked.Store(false) // unannounce: pushes stop at the load again
 		return false
 	}
 	return true
@@ -97,8 +97,8 @@ func (r *Ring[T]) Notify() <-chan struct{} { return r.wake }
 func (r *Ring[T]) Disarm() {
 	// Usually a producer has cleared parked already; don't write the line
 	// every producer reads unless we must.
-	if r.park.parked.Load() {
-		r.park.parked.Store(false) // the consumer is awake: pushes stop at the load again
+	if r.prod.parked.Load() {
+		r.prod.parked.Store(false) // the consumer is awake: pushes stop at the load again
 	}
 }
 
@@ -109,8 +109,8 @@ func (r *Ring[T]) Disarm() {
 func (r *Ring[T]) wakeSlow() {
 	// Losing the CAS means another producer (or the consumer itself) took
 	// the edge already; don't retry.
-	if r.park.parked.CompareAndSwap(true, false) {
-		r.park.wakeups.Add(1)
+	if r.prod.parked.CompareAndSwap(true, false) {
+		r.prod.wakeups.Add(1)
 		select {
 		case r.wake <- struct{}{}: // hand the consumer its token
 		default: // a token is already waiting; the consumer will wake on it

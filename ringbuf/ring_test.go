@@ -289,7 +289,7 @@ func TestArmWithWork(t *testing.T) {
 	r := New[int](4)
 	require.True(t, r.TryPush(1))
 	require.False(t, r.Arm(), "Arm must refuse to park on a non-empty ring")
-	require.False(t, r.park.parked.Load())
+	require.False(t, r.prod.parked.Load())
 	require.True(t, r.TryPush(2))
 	require.Zero(t, r.Stats().Wakeups)
 }
@@ -354,10 +354,10 @@ func TestWaitReturnsFalseWhenDone(t *testing.T) {
 		res := make(chan bool)
 		go func() { res <- r.Wait(done) }()
 		synctest.Wait() // the consumer is parked
-		require.True(t, r.park.parked.Load())
+		require.True(t, r.prod.parked.Load())
 		close(done)
 		require.False(t, <-res)
-		require.False(t, r.park.parked.Load(), "Wait must disarm on done")
+		require.False(t, r.prod.parked.Load(), "Wait must disarm on done")
 
 		// done wins over work.
 		require.True(t, r.TryPush(1))
