@@ -153,7 +153,7 @@ type producerLine struct {
 	dropped atomic.Uint64 // failed pushes
 	parked  atomic.Bool   // the consumer is parked or about to; see park.go
 	wakeups atomic.Uint64 // times a producer woke the parked consumer
-	_       [cacheLinePad - 48]byte
+	_       [cacheLinePad - 40]byte
 }
 
 // consumerLine holds what only the consumer writes.
