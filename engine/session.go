@@ -19,10 +19,12 @@ import (
 // for a pull-mode session, whoever holds pullMu); after the session ends, the
 // goroutine that tears it down. Exactly one of them at any time.
 type Session struct {
+	// ring comes first and inline: Dispatch finds the ring's read-mostly
+	// fields on the session's first cache line, without a pointer chase.
+	ring   ringbuf.Ring[[]byte]
 	id     uint64
 	router *Router
 	state  stateWord
-	ring   *ringbuf.Ring[[]byte]
 
 	// ready is closed by whoever wins the transition out of StatePending,
 	// after storing startErr; StartSession waits on it.
@@ -56,11 +58,11 @@ func newSession(r *Router, id uint64, protocol string, state State, limit int) *
 	s := &Session{
 		id:       id,
 		router:   r,
-		ring:     ringbuf.New[[]byte](r.opts.RingSize),
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 		protocol: protocol,
 	}
+	s.ring.Init(r.opts.RingSize)
 	s.state.v.Store(uint32(state))
 	s.ring.SetLimit(limit)
 	return s

@@ -119,7 +119,8 @@ type slot[T any] struct {
 // TryPush drops the newest item and counts it; queued items are never
 // dropped. See the package doc for who may call which method.
 //
-// A Ring must be created with New and must not be copied.
+// A Ring must be created with New, or Init on its zero value, and must not
+// be copied.
 //
 // Layout: the fields are grouped by who writes them, and each group that is
 // written on the hot path sits on its own cache line (TestLayout checks):
@@ -176,23 +177,33 @@ type Stats struct {
 // power of two, and at least 2. Its limit starts at its capacity.
 // New panics if capacity is negative or above 1<<30.
 func New[T any](capacity int) *Ring[T] {
+	r := new(Ring[T])
+	r.Init(capacity)
+	return r
+}
+
+// Init makes the zero Ring r an empty ring of the given capacity, as New
+// does, for a Ring embedded in a larger struct (which saves its users a
+// pointer chase: the router's session holds its ring inline). Init must
+// be called once, before r is shared.
+func (r *Ring[T]) Init(capacity int) {
 	if capacity < 0 || capacity > maxCap {
 		panic("ringbuf: capacity out of range")
+	}
+	if r.slots != nil {
+		panic("ringbuf: Init of a ring in use")
 	}
 	c := 2
 	for c < capacity {
 		c <<= 1
 	}
-	r := &Ring[T]{
-		slots: make([]slot[T], c),
-		mask:  uint64(c - 1),
-		wake:  make(chan struct{}, 1),
-	}
+	r.slots = make([]slot[T], c)
+	r.mask = uint64(c - 1)
+	r.wake = make(chan struct{}, 1)
 	for i := range r.slots {
 		r.slots[i].seq.Store(uint64(i)) // slot i waits for ticket i; r is published by whoever shares it
 	}
 	r.limit.Store(int64(c))
-	return r
 }
 
 // Cap returns the ring's capacity, a power of two.
