@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run demo test vet unit race bench-smoke bench fuzz soak lint clean
+.PHONY: run demo test vet unit race bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
 
 # run starts the proxy on 127.0.0.1:4433 in development mode: a self-signed
 # certificate, loopback targets allowed, a local UDP echo target, and a
@@ -35,8 +35,38 @@ race:
 bench-smoke:
 	$(GO) test $(SMOKE) -timeout 10m $(PKGS)
 
+# bench runs the micro suite (bench/: the engine against the four baseline
+# designs) with -count 5 at 1 and 2 dispatchers, and writes benchstat-format
+# output with a header benchreport reads. 1M sessions take several minutes
+# and GB of memory per run: they are in bench-1m.
+BENCH_OUT   ?= bench/results
+BENCH_COUNT ?= 5
+BENCH_TIME  ?= 200ms
+BENCH_CPU   ?= 1,2
+define bench_header
+{ echo "cores: $$(nproc)"; echo "commit: $$(git rev-parse --short HEAD)"; echo "go: $$($(GO) env GOVERSION)"; echo "command: $(1)"; }
+endef
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 60m $(PKGS)
+	@mkdir -p $(BENCH_OUT)
+	@$(call bench_header,make bench = go test -bench Dispatch|Latency|DispatchBurst -short -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) -cpu $(BENCH_CPU) ./bench/) > $(BENCH_OUT)/micro.txt
+	$(GO) test -run '^$$' -bench 'Dispatch$$|Latency|DispatchBurst' -short -benchtime $(BENCH_TIME) -count $(BENCH_COUNT) -cpu $(BENCH_CPU) -timeout 90m ./bench/ | tee -a $(BENCH_OUT)/micro.txt
+
+bench-1m:
+	@mkdir -p $(BENCH_OUT)
+	@$(call bench_header,make bench-1m = go test -bench Dispatch/impl=/sessions=1000000 -benchtime $(BENCH_TIME) -count 1 -cpu $(BENCH_CPU) ./bench/) > $(BENCH_OUT)/micro-1m.txt
+	$(GO) test -run '^$$' -bench 'Dispatch$$/impl=/sessions=1000000$$/' -benchtime $(BENCH_TIME) -count 1 -cpu $(BENCH_CPU) -timeout 90m ./bench/ | tee -a $(BENCH_OUT)/micro-1m.txt
+
+# bench-e2e runs masqroute, the stock quic-go proxy and raw QUIC one after
+# the other under the same load (see bench/e2e).
+bench-e2e:
+	@mkdir -p $(BENCH_OUT)
+	@$(call bench_header,make bench-e2e = go test -bench E2E -count 3 ./bench/e2e/) > $(BENCH_OUT)/e2e.txt
+	$(GO) test -run '^$$' -bench E2E -count 3 -timeout 60m ./bench/e2e/ | tee -a $(BENCH_OUT)/e2e.txt
+
+# bench-report turns the saved results into docs/benchmarks.md and its charts.
+bench-report:
+	$(GO) run ./bench/cmd/benchreport -max-other 0.25 -intro docs/benchmarks-intro.md -out docs -md benchmarks.md -img img \
+	  $(wildcard $(BENCH_OUT)/micro.txt $(BENCH_OUT)/micro-1m.txt $(BENCH_OUT)/e2e.txt)
 
 # fuzz runs every fuzz target of every package for FUZZTIME each. Crashers
 # land in the package's testdata/fuzz/ and become regression seeds that
