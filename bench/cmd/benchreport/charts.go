@@ -136,5 +136,59 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 			return nil, err
 		}
 	}
+	if err := e2eCharts(d, save); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// e2eCharts draws BenchmarkE2E's charts: throughput against tunnels in a
+// closed loop, p99 latency against tunnels in an open loop, one line per
+// implementation and one chart per GOMAXPROCS.
+func e2eCharts(d *Data, save func(p *plot.Plot, name, caption string) error) error {
+	impls := d.Values("E2E", "impl", e2eImplOrder...)
+	tunnelNames, tunnelValues := e2eTunnels(d)
+	for _, procs := range d.Procs("E2E") {
+		on, suffix := procsLabel(d, procs, ", GOMAXPROCS=%d"), procsLabel(d, procs, "-cpu%d")
+		for _, c := range []struct {
+			mode, metric, name, title, yLabel, caption string
+			scale                                      float64
+			legendTop                                  bool
+		}{
+			{"closed", "dgrams/s", "e2e-throughput-closed", "End to end, closed loop (maximum load)", "thousand echo replies/s",
+				"end-to-end throughput (dgrams/s) against tunnels, closed loop", 1e3, false},
+			{"open", "p99-us", "e2e-p99-open", "End to end, open loop (fixed offered rate)", "p99 round-trip latency, ms",
+				"end-to-end p99 latency against tunnels, open loop", 1e3, true},
+		} {
+			p := plot.New()
+			p.Title.Text = c.title + on
+			p.X.Label.Text = "tunnels"
+			p.Y.Label.Text = c.yLabel
+			p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+			var lines []any
+			for _, impl := range impls {
+				var xy plotter.XYs
+				for i, tunnels := range tunnelNames {
+					if v, ok := e2eMedian(d, procs, impl, tunnels, c.mode, c.metric); ok {
+						xy = append(xy, plotter.XY{X: tunnelValues[i], Y: v / c.scale})
+					}
+				}
+				if len(xy) > 0 {
+					lines = append(lines, impl, xy)
+				}
+			}
+			if len(lines) == 0 {
+				continue
+			}
+			if err := plotutil.AddLinePoints(p, lines...); err != nil {
+				return err
+			}
+			p.Y.Min = 0
+			p.Legend.Top, p.Legend.Left = c.legendTop, c.legendTop // the lines rise (p99) or sit high (throughput)
+			if err := save(p, c.name+suffix, c.caption+on); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -28,9 +28,41 @@ func (r *Result) Top() string {
 
 // Data is a parsed set of benchmark output files.
 type Data struct {
-	Config  map[string]string // "key: value" lines (goos, cpu, commit, ...); the first value wins
+	Config  map[string]string // "key: value" lines (goos, cpu, commit, ...) of all inputs; the first value wins
+	Inputs  []*Input          // one per Parse call, in order
 	Results []*Result
 	index   map[string]*Result
+}
+
+// An Input is one parsed file: its own configuration lines and which
+// benchmarks it holds, so that the report can tell inputs taken at
+// different commits or with different commands apart.
+type Input struct {
+	Name   string            // file name; "" when unknown
+	Config map[string]string // this input's "key: value" lines; the first value wins
+	Tops   []string          // top-level benchmarks with results in this input, in order of appearance
+}
+
+// Kind is "e2e" for an input holding only BenchmarkE2E results, "micro"
+// for one holding only others, "micro+e2e" for both, "" for none.
+func (in *Input) Kind() string {
+	e2e, micro := false, false
+	for _, t := range in.Tops {
+		if t == "E2E" {
+			e2e = true
+		} else {
+			micro = true
+		}
+	}
+	switch {
+	case e2e && micro:
+		return "micro+e2e"
+	case e2e:
+		return "e2e"
+	case micro:
+		return "micro"
+	}
+	return ""
 }
 
 // benchLine matches "BenchmarkX/a=b-2   1000   12.5 ns/op   3 allocs/op ...".
@@ -43,11 +75,16 @@ var configLine = regexp.MustCompile(`^([a-z][^\s:]*):\s*(.*)$`)
 var procsSuffix = regexp.MustCompile(`^(.*)-(\d+)$`)
 
 // Parse reads go test -bench output (the benchstat format) from r into d.
-func (d *Data) Parse(r io.Reader) error {
+func (d *Data) Parse(r io.Reader) error { return d.ParseNamed("", r) }
+
+// ParseNamed is Parse for an input with a name (the file's).
+func (d *Data) ParseNamed(name string, r io.Reader) error {
 	if d.Config == nil {
 		d.Config = map[string]string{}
 		d.index = map[string]*Result{}
 	}
+	in := &Input{Name: name, Config: map[string]string{}}
+	d.Inputs = append(d.Inputs, in)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -55,6 +92,9 @@ func (d *Data) Parse(r io.Reader) error {
 		if m := configLine.FindStringSubmatch(line); m != nil {
 			if _, ok := d.Config[m[1]]; !ok {
 				d.Config[m[1]] = strings.TrimSpace(m[2])
+			}
+			if _, ok := in.Config[m[1]]; !ok {
+				in.Config[m[1]] = strings.TrimSpace(m[2])
 			}
 			continue
 		}
@@ -72,6 +112,9 @@ func (d *Data) Parse(r io.Reader) error {
 			procs, _ = strconv.Atoi(pm[2])
 		}
 		res := d.result(name, procs)
+		if !slices.Contains(in.Tops, res.Top()) {
+			in.Tops = append(in.Tops, res.Top())
+		}
 		run := map[string]float64{}
 		for i := 0; i < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
@@ -175,6 +218,28 @@ func (d *Data) Values(top, param string, preferred ...string) []string {
 		return out[i] < out[j]
 	})
 	return out
+}
+
+// Has reports whether d holds results of the top-level benchmark top
+// ("Dispatch", "E2E").
+func (d *Data) Has(top string) bool {
+	for _, r := range d.Results {
+		if r.Top() == top && len(r.Runs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// HasMicro reports whether d holds results of the micro-benchmarks (any
+// benchmark but BenchmarkE2E).
+func (d *Data) HasMicro() bool {
+	for _, r := range d.Results {
+		if r.Top() != "E2E" && len(r.Runs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Procs lists the GOMAXPROCS values top was run with, ascending.
