@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run demo test vet unit race bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
+.PHONY: run demo test vet unit race norace bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
 
 # run starts the proxy on 127.0.0.1:4433 in development mode: a self-signed
 # certificate, loopback targets allowed, a local UDP echo target, and a
@@ -17,7 +17,7 @@ run:
 demo:
 	$(GO) run ./cmd/routerdemo
 
-test: vet race bench-smoke
+test: vet race norace bench-smoke
 
 vet:
 	$(GO) vet $(PKGS)
@@ -31,6 +31,13 @@ unit:
 # race runs every test, fuzz seed corpora included, under the race detector.
 race:
 	$(GO) test -count=1 -race -timeout 15m $(PKGS)
+
+# norace runs, without the race detector, the tests it would distort and
+# that skip themselves under it: allocation counts, memory per entry, and
+# the fairness timing test.
+NORACE_TESTS ?= Alloc|Allocate|TestMemory|TestFloodDoesNotHurtOtherTunnels
+norace:
+	$(GO) test -count=1 -run '$(NORACE_TESTS)' -timeout 10m $(PKGS)
 
 bench-smoke:
 	$(GO) test $(SMOKE) -timeout 10m $(PKGS)

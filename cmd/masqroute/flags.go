@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +29,10 @@ type serveConfig struct {
 	resolveTimeout    time.Duration
 	maxDatagram       int
 	maxCapsule        int
+	ringSize          int
+	pendingBuffer     int
+	holdMax           int
+	holdTimeout       time.Duration
 
 	allow, deny           string
 	allowPorts, denyPorts string
@@ -73,6 +78,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", engine.DefaultResolveTimeout, "bound on one target name lookup")
 	fs.IntVar(&c.maxDatagram, "max-datagram", engine.DefaultMaxDatagramPayload, "largest UDP payload carried either way, in `bytes`; larger ones are dropped and counted")
 	fs.IntVar(&c.maxCapsule, "max-capsule", engine.DefaultMaxCapsule, "largest capsule value in `bytes`; a larger one resets its stream")
+	fs.IntVar(&c.ringSize, "ring-size", engine.DefaultRingSize, "datagrams queued per tunnel toward its target (rounded up to a power of two); more are dropped and counted")
+	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
+	fs.IntVar(&c.holdMax, "hold", engine.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
+	fs.DurationVar(&c.holdTimeout, "hold-timeout", engine.DefaultHoldTimeout, "how long such a datagram waits for its request")
 	fs.StringVar(&c.allow, "allow", "", "comma-separated `CIDRs or addresses` tunnels may reach even if the built-in policy refuses them")
 	fs.StringVar(&c.deny, "deny", "", "comma-separated `CIDRs or addresses` tunnels may never reach")
 	fs.StringVar(&c.allowPorts, "allow-ports", "", "comma-separated target `ports or ranges` (53,443,1000-2000); empty: any")
@@ -98,6 +107,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		"(it answers ICMP echo and echoes UDP on port 7)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
+	}
+	if c.ringSize < 1 || c.pendingBuffer < 1 || c.holdTimeout <= 0 {
+		return nil, usageError("-ring-size and -pending-buffer must be at least 1, -hold-timeout positive")
 	}
 	if (c.cert == "") != (c.key == "") {
 		return nil, usageError("-cert and -key go together")
@@ -159,6 +171,9 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *engine.IPConfig, log *
 		IdleTimeout:        c.idleTimeout,
 		MaxDatagramPayload: c.maxDatagram,
 		MaxCapsule:         c.maxCapsule,
+		RingSize:           c.ringSize,
+		PendingBuffer:      c.pendingBuffer,
+		Hold:               engine.HoldOptions{Max: cmp.Or(max(c.holdMax, 0), -1), Timeout: c.holdTimeout}, // the engine's 0 is its default
 		Logger:             log,
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
@@ -298,6 +299,9 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"-allow", "10.0.0.0/33", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-allow"},
 		{[]string{"-deny-ports", "9-1", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-deny-ports"},
 		{[]string{"-log-level", "loud"}, 2, "log-level"},
+		{[]string{"-ring-size", "0"}, 2, "-ring-size"},
+		{[]string{"-pending-buffer", "-1"}, 2, "-pending-buffer"},
+		{[]string{"-hold-timeout", "0s"}, 2, "-hold-timeout"},
 		{[]string{"-cert", "/nonexistent.pem", "-key", "/nonexistent.key", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "load certificate"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -404,4 +408,21 @@ func TestShutdownCutsOpenTunnels(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client's connection outlived the proxy")
 	}
+}
+
+// The queue and hold flags reach the engine's configuration; -hold 0 turns
+// holding off (the engine reads a zero Max as "default").
+func TestQueueFlags(t *testing.T) {
+	c, err := parseServeFlags([]string{"-ring-size", "512", "-pending-buffer", "7", "-hold", "0", "-hold-timeout", "250ms"}, io.Discard)
+	require.NoError(t, err)
+	pc := c.proxyConfig(nil, nil, nil)
+	require.Equal(t, 512, pc.RingSize)
+	require.Equal(t, 7, pc.PendingBuffer)
+	require.Equal(t, engine.HoldOptions{Max: -1, Timeout: 250 * time.Millisecond}, pc.Hold)
+
+	c, err = parseServeFlags(nil, io.Discard)
+	require.NoError(t, err)
+	pc = c.proxyConfig(nil, nil, nil)
+	require.Equal(t, engine.HoldOptions{Max: engine.DefaultHoldMax, Timeout: engine.DefaultHoldTimeout}, pc.Hold)
+	require.Equal(t, engine.DefaultRingSize, pc.RingSize)
 }

@@ -169,6 +169,9 @@ func e2eCharts(d *Data, save func(p *plot.Plot, name, caption string) error) err
 			for _, impl := range impls {
 				var xy plotter.XYs
 				for i, tunnels := range tunnelNames {
+					if tunnelValues[i] <= 0 {
+						continue // not a tunnel count a log axis can show
+					}
 					if v, ok := e2eMedian(d, procs, impl, tunnels, c.mode, c.metric); ok {
 						xy = append(xy, plotter.XY{X: tunnelValues[i], Y: v / c.scale})
 					}

@@ -9,7 +9,7 @@
 // Usage:
 //
 //	go test -run '^$' -bench 'Dispatch|Latency' -count 5 -cpu 1,2 ./bench/ > out.txt
-//	go test -run '^$' -bench E2E -count 3 ./bench/e2e/ > e2e.txt
+//	go test -run '^$' -bench E2E -count 5 ./bench/e2e/ > e2e.txt
 //	go run ./bench/cmd/benchreport -out docs -intro docs/benchmarks-intro.md out.txt e2e.txt
 //
 // writes docs/benchmarks.md and docs/img/*.svg (-format png for PNG).
@@ -49,7 +49,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("benchreport", flag.ContinueOnError)
-	out := fs.String("out", "bench/results/report", "output directory")
+	out := fs.String("out", "docs", "output directory")
 	md := fs.String("md", "benchmarks.md", "markdown file name inside -out")
 	img := fs.String("img", "img", "chart directory inside -out")
 	format := fs.String("format", "svg", "chart format: svg or png")
