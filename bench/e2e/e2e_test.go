@@ -62,7 +62,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 //
 // Tunnels go over -e2e.conns connections (default 1).
 //
-//	go test -run '^$' -bench E2E -count 3 ./bench/e2e/
+//	go test -run '^$' -bench E2E -count 5 ./bench/e2e/
 //	go test -run '^$' -bench 'E2E/impl=masqroute/tunnels=1000$/mode=closed' -cpuprofile cpu.out ./bench/e2e/
 //
 // Under -short only a smoke variant runs: one tunnel, closed loop, 200 ms.
