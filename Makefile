@@ -10,8 +10,12 @@ SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 # run starts the proxy on 127.0.0.1:4433 in development mode: a self-signed
 # certificate, loopback targets allowed, a local UDP echo target, and a
 # banner that says how to send traffic through it.
+# (Built, then run: under `go run` a Ctrl-C made go itself exit 1 and make
+# report an error after a clean shutdown.)
 run:
-	$(GO) run ./cmd/masqroute -dev
+	@mkdir -p bin
+	$(GO) build -o bin/masqroute ./cmd/masqroute
+	./bin/masqroute -dev
 
 # demo routes datagrams through a bare engine.Router and prints the counters.
 demo:
@@ -99,3 +103,4 @@ lint: vet
 
 clean:
 	$(GO) clean -testcache
+	rm -rf bin

@@ -13,7 +13,7 @@
 // loopback targets, starts a UDP echo target, and prints the client command
 // that sends traffic through the proxy, e.g.
 //
-//	go run ./cmd/masqroute client -proxy 127.0.0.1:4433 -ca /tmp/masqroute-ca-123.pem -target 127.0.0.1:40000 -count 5
+//	./bin/masqroute client -proxy 127.0.0.1:4433 -ca /tmp/masqroute-ca-123.pem -target 127.0.0.1:40000 -count 5
 //
 // Without -cert and -key the proxy makes a self-signed certificate for its
 // listen host and localhost and writes it, in PEM, to the -write-ca file
@@ -121,13 +121,15 @@ func commandName() string {
 	return exe
 }
 
-const usageText = `masqroute is a MASQUE CONNECT-UDP proxy (RFC 9298) over HTTP/3.
+const usageText = `masqroute is a MASQUE proxy over HTTP/3: CONNECT-UDP (RFC 9298) and,
+with -ip, CONNECT-IP (RFC 9484).
 
 Usage:
   masqroute [flags]          run the proxy
   masqroute -dev [flags]     run it for a first try: self-signed certificate,
                              loopback targets allowed, a local UDP echo target
   masqroute client [flags]   send datagrams to a UDP echo target through a proxy
+                             (-ip: ping through a CONNECT-IP tunnel)
 
 Run "masqroute -h" or "masqroute client -h" for the flags.
 `
