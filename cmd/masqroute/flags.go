@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -159,6 +158,10 @@ func (c *serveConfig) targetPolicy() (*policy.Policy, error) {
 
 // proxyConfig is the engine configuration the flags describe.
 func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *engine.IPConfig, log *slog.Logger) engine.ProxyConfig {
+	hold := engine.HoldOptions{Max: c.holdMax, Timeout: c.holdTimeout}
+	if hold.Max <= 0 {
+		hold.Max = -1 // -hold 0 means none; the engine reads a zero Max as its default
+	}
 	return engine.ProxyConfig{
 		IP:                 ip,
 		UDPTemplate:        c.template,
@@ -173,7 +176,7 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *engine.IPConfig, log *
 		MaxCapsule:         c.maxCapsule,
 		RingSize:           c.ringSize,
 		PendingBuffer:      c.pendingBuffer,
-		Hold:               engine.HoldOptions{Max: cmp.Or(max(c.holdMax, 0), -1), Timeout: c.holdTimeout}, // the engine's 0 is its default
+		Hold:               hold,
 		Logger:             log,
 	}
 }

@@ -159,7 +159,8 @@ func TestGoAwayRawPeer(t *testing.T) {
 // request races inside quic-go's client: it may open stream 4 on the old
 // connection just before the client, handling GOAWAY with no request in
 // flight, closes that connection locally, and the request fails with
-// "H3_NO_ERROR (local)" instead of being retried (seen in CI). The server's
+// "H3_NO_ERROR (local)" instead of being retried (seen in a fresh-clone
+// make test). The server's
 // side of a late request, a reset with H3_REQUEST_REJECTED, is
 // TestGoAwayRawPeer's.
 func TestGoAwayTransportRetries(t *testing.T) {
