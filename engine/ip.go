@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/packetio"
 	"github.com/masqroute/masqroute/engine/policy"
@@ -42,6 +43,10 @@ var (
 	DefaultIPPool4 = netip.MustParsePrefix("10.77.0.0/16")
 	DefaultIPPool6 = netip.MustParsePrefix("fd6d:7172::/64")
 )
+
+// ErrPoolExhausted: every address of a CONNECT-IP pool is assigned. A
+// request that finds a pool exhausted is answered 503.
+var ErrPoolExhausted = ipaddr.ErrPoolExhausted
 
 // DefaultIPReturnQueue is each CONNECT-IP tunnel's return ring, in packets.
 const DefaultIPReturnQueue = 256
@@ -77,7 +82,7 @@ type ipNet struct {
 	p            *Proxy
 	dev          packetio.Device
 	tmpls        []*template.Template
-	pool4, pool6 *addrPool
+	pool4, pool6 *ipaddr.Pool
 	reach        []netip.Prefix
 	retQueue     int
 
@@ -129,15 +134,15 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 	if !cfg.Pool4.Addr().Is4() || !cfg.Pool6.Addr().Is6() {
 		return nil, errors.New("Pool4 must be IPv4 and Pool6 IPv6")
 	}
-	if n.pool4, err = newAddrPool(cfg.Pool4); err != nil {
+	if n.pool4, err = ipaddr.NewPool(cfg.Pool4); err != nil {
 		return nil, err
 	}
-	if n.pool6, err = newAddrPool(cfg.Pool6); err != nil {
+	if n.pool6, err = ipaddr.NewPool(cfg.Pool6); err != nil {
 		return nil, err
 	}
 	n.reach = cfg.Reachable
 	if n.reach == nil {
-		n.reach = publicPrefixes()
+		n.reach = ipaddr.Complement(policy.InternalPrefixes())
 	}
 	go n.RoutineDeviceReceive()
 	return n, nil
@@ -194,10 +199,10 @@ func (k *ipKind) Start(ctx context.Context, s *Session, args Args) (Handler, err
 	}
 	t := &ipTunnel{n: n, s: s, req: req, scope: scope, done: make(chan struct{}),
 		ret: ringbuf.New[*ipBuf](n.retQueue)}
-	if t.addr4, t.off4, err = n.pool4.allocate(); err == nil {
-		t.addr6, t.off6, err = n.pool6.allocate()
+	if t.addr4, t.off4, err = n.pool4.Allocate(); err == nil {
+		t.addr6, t.off6, err = n.pool6.Allocate()
 		if err != nil {
-			n.pool4.release(t.off4)
+			n.pool4.Release(t.off4)
 		}
 	}
 	if err != nil {
@@ -240,63 +245,3 @@ func (bp *ipBufPool) get() *ipBuf {
 }
 
 func (bp *ipBufPool) put(b *ipBuf) { b.n = 0; bp.p.Put(b) }
-
-// publicPrefixes is the default Reachable: all of IPv4 and IPv6 but the
-// ranges policy.InternalPrefixes lists.
-func publicPrefixes() []netip.Prefix {
-	all := []addrRange{
-		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255")},
-		{netip.MustParseAddr("::"), netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")},
-	}
-	for _, p := range policy.InternalPrefixes() {
-		all = subtractRange(all, addrRange{p.Masked().Addr(), lastAddr(p)})
-	}
-	var out []netip.Prefix
-	for _, r := range all {
-		out = append(out, rangePrefixes(r)...)
-	}
-	return out
-}
-
-// subtractRange removes x from every range of rs.
-func subtractRange(rs []addrRange, x addrRange) []addrRange {
-	var out []addrRange
-	for _, r := range rs {
-		if r.start.Is4() != x.start.Is4() || x.end.Compare(r.start) < 0 || r.end.Compare(x.start) < 0 {
-			out = append(out, r)
-			continue
-		}
-		if r.start.Compare(x.start) < 0 {
-			out = append(out, addrRange{r.start, x.start.Prev()})
-		}
-		if x.end.Compare(r.end) < 0 {
-			out = append(out, addrRange{x.end.Next(), r.end})
-		}
-	}
-	return out
-}
-
-// rangePrefixes splits a range into the fewest prefixes that cover it.
-func rangePrefixes(r addrRange) []netip.Prefix {
-	var out []netip.Prefix
-	start := r.start
-	for {
-		bits := start.BitLen()
-		// The shortest prefix at start that stays within the range.
-		l := bits
-		for l > 0 {
-			p := netip.PrefixFrom(start, l-1)
-			if p.Masked().Addr() != start || lastAddr(p).Compare(r.end) > 0 {
-				break
-			}
-			l--
-		}
-		p := netip.PrefixFrom(start, l)
-		out = append(out, p)
-		last := lastAddr(p)
-		if last.Compare(r.end) >= 0 {
-			return out
-		}
-		start = last.Next()
-	}
-}

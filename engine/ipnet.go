@@ -78,18 +78,18 @@ func (n *ipNet) route(b *ipBuf, unreach *icmpLimiter) bool {
 	}
 	var t *ipTunnel
 	if h.Version == 4 {
-		if off, ok := n.pool4.offset(h.Dst); ok {
+		if off, ok := n.pool4.Offset(h.Dst); ok {
 			t = n.by4.Load(off)
 		}
-	} else if off, ok := n.pool6.offset(h.Dst); ok {
+	} else if off, ok := n.pool6.Offset(h.Dst); ok {
 		t = n.by6.Load(off)
 	}
 	if t == nil {
 		n.c.noTunnel.Add(1)
 		if unreach.allow() {
-			from := n.pool4.own()
+			from := n.pool4.Own()
 			if h.Version == 6 {
-				from = n.pool6.own()
+				from = n.pool6.Own()
 			}
 			if reply, err := ippkt.DestinationUnreachable(pkt, from, ippkt.AddressUnreachable); err == nil {
 				if _, err := n.dev.WritePackets([][]byte{reply}); err == nil {

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 )
 
 type mapResolver map[string][]netip.Addr
@@ -25,26 +27,26 @@ func TestParseIPScope(t *testing.T) {
 
 	sc, err := p.parseIPScope(ctx, "*", "*", reach)
 	require.NoError(t, err)
-	require.Equal(t, []addrRange{
-		{netip.MustParseAddr("192.0.2.0"), netip.MustParseAddr("192.0.2.255")},
-		{netip.MustParseAddr("2001:db8::"), netip.MustParseAddr("2001:db8::ffff:ffff:ffff:ffff")},
-	}, sc.ranges)
-	require.Zero(t, sc.proto)
-	require.True(t, sc.allows(netip.MustParseAddr("192.0.2.9"), 17, false))
-	require.False(t, sc.allows(netip.MustParseAddr("198.51.100.1"), 17, false))
+	require.Equal(t, []ipaddr.Range{
+		{Start: netip.MustParseAddr("192.0.2.0"), End: netip.MustParseAddr("192.0.2.255")},
+		{Start: netip.MustParseAddr("2001:db8::"), End: netip.MustParseAddr("2001:db8::ffff:ffff:ffff:ffff")},
+	}, sc.Ranges)
+	require.Zero(t, sc.Proto)
+	require.True(t, sc.Allows(netip.MustParseAddr("192.0.2.9"), 17, false))
+	require.False(t, sc.Allows(netip.MustParseAddr("198.51.100.1"), 17, false))
 
 	sc, err = p.parseIPScope(ctx, "192.0.2.0/28", "17", reach)
 	require.NoError(t, err)
-	require.Equal(t, uint8(17), sc.proto)
-	require.True(t, sc.allows(netip.MustParseAddr("192.0.2.15"), 17, false))
-	require.False(t, sc.allows(netip.MustParseAddr("192.0.2.16"), 17, false))
-	require.False(t, sc.allows(netip.MustParseAddr("192.0.2.1"), 6, false), "TCP outside ipproto")
-	require.True(t, sc.allows(netip.MustParseAddr("192.0.2.1"), 1, true), "ICMP always allowed")
+	require.Equal(t, uint8(17), sc.Proto)
+	require.True(t, sc.Allows(netip.MustParseAddr("192.0.2.15"), 17, false))
+	require.False(t, sc.Allows(netip.MustParseAddr("192.0.2.16"), 17, false))
+	require.False(t, sc.Allows(netip.MustParseAddr("192.0.2.1"), 6, false), "TCP outside ipproto")
+	require.True(t, sc.Allows(netip.MustParseAddr("192.0.2.1"), 1, true), "ICMP always allowed")
 
 	sc, err = p.parseIPScope(ctx, "host.test", "", reach)
 	require.NoError(t, err)
-	require.Len(t, sc.ranges, 2)
-	require.Equal(t, sc.ranges[0].start, sc.ranges[0].end)
+	require.Len(t, sc.Ranges, 2)
+	require.Equal(t, sc.Ranges[0].Start, sc.Ranges[0].End)
 
 	for _, bad := range [][2]string{{"192.0.2.0/33", "*"}, {"not_a_host!", "*"}, {"*", "256"}, {"*", "-1"}, {"*", "017"}, {"fe80::1%eth0", "*"}} {
 		_, err := p.parseIPScope(ctx, bad[0], bad[1], reach)
@@ -57,10 +59,4 @@ func TestParseIPScope(t *testing.T) {
 	_, err = p.parseIPScope(ctx, "nxdomain.test", "*", reach)
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, 502, se.Status)
-}
-
-func TestMergeRanges(t *testing.T) {
-	a := netip.MustParseAddr
-	got := mergeRanges([]addrRange{{a("10.0.0.5"), a("10.0.0.9")}, {a("10.0.0.0"), a("10.0.0.4")}, {a("10.0.0.8"), a("10.0.1.0")}, {a("::1"), a("::2")}})
-	require.Equal(t, []addrRange{{a("10.0.0.0"), a("10.0.1.0")}, {a("::1"), a("::2")}}, got)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
+	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 	"github.com/masqroute/masqroute/engine/internal/ippkt"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/ringbuf"
@@ -38,7 +39,7 @@ type ipTunnel struct {
 	n     *ipNet
 	s     *Session
 	req   *Request
-	scope *ipScope
+	scope *ipaddr.Scope
 
 	addr4, addr6 netip.Addr
 	off4, off6   uint64
@@ -71,7 +72,7 @@ func (t *ipTunnel) Established() {
 	err := t.sendAssignment(nil)
 	t.capMu.Unlock()
 	if err == nil {
-		err = t.req.WriteCapsule(wire.CapsuleRouteAdvertisement, wire.AppendRouteAdvertisement(nil, t.scope.routes()))
+		err = t.req.WriteCapsule(wire.CapsuleRouteAdvertisement, wire.AppendRouteAdvertisement(nil, t.scope.Routes()))
 	}
 	if err == nil {
 		err = t.probeMTU()
@@ -189,7 +190,7 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 		case ippkt.IsLinkLocal(h.Dst):
 			// Link-local traffic is never forwarded (RFC 9484 §4.8).
 			t.c.dropScope.Add(1)
-		case !t.scope.allows(h.Dst, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment):
+		case !t.scope.Allows(h.Dst, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment):
 			t.c.dropScope.Add(1)
 			t.icmpToClient(pkt, ippkt.AdminProhibited)
 		case len(pkt) > mtu:
@@ -234,9 +235,9 @@ func isICMP(h ippkt.Header) bool {
 // ICMP errors it sends.
 func (t *ipTunnel) from(v6 bool) netip.Addr {
 	if v6 {
-		return t.n.pool6.own()
+		return t.n.pool6.Own()
 	}
-	return t.n.pool4.own()
+	return t.n.pool4.Own()
 }
 
 func (t *ipTunnel) icmpToClient(pkt []byte, reason ippkt.Reason) {
@@ -313,7 +314,7 @@ func (t *ipTunnel) returnPacket(b *ipBuf) {
 	// Only traffic from within the advertised scope reaches the client,
 	// but ICMP errors may come from any router on the path (RFC 9484
 	// §7.2.1).
-	if !t.scope.allows(h.Src, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment) {
+	if !t.scope.Allows(h.Src, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment) {
 		t.c.dropScope.Add(1)
 		return
 	}
@@ -360,8 +361,8 @@ func (t *ipTunnel) Close(reason error) {
 		t.n.by6.CompareAndDelete(t.off6, t)
 		t.ret.Close() // RoutineIPReturn wakes and ends
 		<-t.done
-		t.n.pool4.release(t.off4)
-		t.n.pool6.release(t.off6)
+		t.n.pool4.Release(t.off4)
+		t.n.pool6.Release(t.off6)
 		t.n.p.trackTunnel(&t.c, false)
 	})
 }

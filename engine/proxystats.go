@@ -216,7 +216,7 @@ func (p *Proxy) Stats() ProxyStats {
 		st.ICMPToNetwork = n.c.icmpToNetwork.Load()
 		st.IPAddressRequests = n.c.addressRequests.Load()
 		st.IPMTUAborts = n.c.mtuAborts.Load()
-		st.IPAddressesInUse = n.pool4.inUse() + n.pool6.inUse()
+		st.IPAddressesInUse = n.pool4.InUse() + n.pool6.InUse()
 	}
 	return st
 }

@@ -1,4 +1,4 @@
-package engine
+package ipaddr
 
 import (
 	"net/netip"
@@ -8,17 +8,17 @@ import (
 )
 
 func TestAddrPool(t *testing.T) {
-	ap, err := newAddrPool(netip.MustParsePrefix("10.77.0.0/29"))
+	ap, err := NewPool(netip.MustParsePrefix("10.77.0.0/29"))
 	require.NoError(t, err)
-	require.Equal(t, netip.MustParseAddr("10.77.0.1"), ap.own())
+	require.Equal(t, netip.MustParseAddr("10.77.0.1"), ap.Own())
 	var got []netip.Addr
 	for {
-		a, off, err := ap.allocate()
+		a, off, err := ap.Allocate()
 		if err != nil {
 			require.ErrorIs(t, err, ErrPoolExhausted)
 			break
 		}
-		back, ok := ap.offset(a)
+		back, ok := ap.Offset(a)
 		require.True(t, ok)
 		require.Equal(t, off, back)
 		got = append(got, a)
@@ -27,23 +27,23 @@ func TestAddrPool(t *testing.T) {
 	require.Len(t, got, 5)
 	require.Equal(t, netip.MustParseAddr("10.77.0.2"), got[0])
 	require.Equal(t, netip.MustParseAddr("10.77.0.6"), got[4])
-	off, _ := ap.offset(got[2])
-	ap.release(off)
-	a, _, err := ap.allocate()
+	off, _ := ap.Offset(got[2])
+	ap.Release(off)
+	a, _, err := ap.Allocate()
 	require.NoError(t, err)
 	require.Equal(t, got[2], a, "a released address is handed out again")
 
-	v6, err := newAddrPool(netip.MustParsePrefix("fd6d:7172::/64"))
+	v6, err := NewPool(netip.MustParsePrefix("fd6d:7172::/64"))
 	require.NoError(t, err)
-	a, off, err = v6.allocate()
+	a, off, err = v6.Allocate()
 	require.NoError(t, err)
 	require.Equal(t, netip.MustParseAddr("fd6d:7172::2"), a)
 	require.Equal(t, uint64(2), off)
-	_, ok := v6.offset(netip.MustParseAddr("fd6d:7173::2"))
+	_, ok := v6.Offset(netip.MustParseAddr("fd6d:7173::2"))
 	require.False(t, ok)
 
-	_, err = newAddrPool(netip.MustParsePrefix("fd00::/48"))
+	_, err = NewPool(netip.MustParsePrefix("fd00::/48"))
 	require.Error(t, err, "more than 2^64 addresses")
-	_, err = newAddrPool(netip.MustParsePrefix("10.0.0.0/31"))
+	_, err = NewPool(netip.MustParsePrefix("10.0.0.0/31"))
 	require.Error(t, err)
 }

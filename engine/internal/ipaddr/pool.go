@@ -1,4 +1,4 @@
-package engine
+package ipaddr
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 // ErrPoolExhausted: every address of a CONNECT-IP pool is assigned.
 var ErrPoolExhausted = errors.New("masqroute: address pool exhausted")
 
-// addrPool hands out single addresses (/32 or /128) from one prefix to
+// A Pool hands out single addresses (/32 or /128) from one prefix to
 // CONNECT-IP tunnels. The first address of the prefix is the proxy's own
 // (the source of the ICMP errors it sends into tunnels) and never assigned;
 // for IPv4 the last (broadcast) one neither.
@@ -21,7 +21,7 @@ var ErrPoolExhausted = errors.New("masqroute: address pool exhausted")
 //
 // Allocation is first-fit from a rotating cursor over a free set, under a
 // mutex: it runs once per tunnel, never per packet.
-type addrPool struct {
+type Pool struct {
 	prefix netip.Prefix
 	base   [16]byte // prefix address, 16-byte form
 	size   uint64   // addresses in the prefix, capped
@@ -36,7 +36,9 @@ type addrPool struct {
 // nearly full giant pool cannot stall the control path.
 const maxPoolScan = 1 << 16
 
-func newAddrPool(p netip.Prefix) (*addrPool, error) {
+// NewPool returns an empty pool over p, which must hold at least four and at
+// most 2^64 addresses.
+func NewPool(p netip.Prefix) (*Pool, error) {
 	if !p.IsValid() {
 		return nil, errors.New("invalid prefix")
 	}
@@ -53,24 +55,24 @@ func newAddrPool(p netip.Prefix) (*addrPool, error) {
 	if hostBits == 64 {
 		size = ^uint64(0) // the all-ones offset is never handed out
 	}
-	ap := &addrPool{prefix: p, base: p.Addr().As16(), size: size, is4: p.Addr().Is4(), used: make(map[uint64]struct{}), cursor: 2}
+	ap := &Pool{prefix: p, base: p.Addr().As16(), size: size, is4: p.Addr().Is4(), used: make(map[uint64]struct{}), cursor: 2}
 	return ap, nil
 }
 
 // limit is one past the last offset a tunnel may get: the IPv4 broadcast
 // address is kept out.
-func (ap *addrPool) limit() uint64 {
+func (ap *Pool) limit() uint64 {
 	if ap.is4 {
 		return ap.size - 1
 	}
 	return ap.size
 }
 
-// own is the proxy's address in the pool.
-func (ap *addrPool) own() netip.Addr { return ap.addr(1) }
+// Own is the proxy's address in the pool.
+func (ap *Pool) Own() netip.Addr { return ap.addr(1) }
 
 // addr returns the address at offset off.
-func (ap *addrPool) addr(off uint64) netip.Addr {
+func (ap *Pool) addr(off uint64) netip.Addr {
 	b := ap.base
 	for i := 15; i >= 0 && off > 0; i-- {
 		sum := uint64(b[i]) + off&0xff
@@ -84,8 +86,8 @@ func (ap *addrPool) addr(off uint64) netip.Addr {
 	return a
 }
 
-// offset returns a's offset in the pool, and whether a is in it.
-func (ap *addrPool) offset(a netip.Addr) (uint64, bool) {
+// Offset returns a's offset in the pool, and whether a is in it.
+func (ap *Pool) Offset(a netip.Addr) (uint64, bool) {
 	if !ap.prefix.Contains(a) {
 		return 0, false
 	}
@@ -97,8 +99,8 @@ func (ap *addrPool) offset(a netip.Addr) (uint64, bool) {
 	return off, true
 }
 
-// allocate hands out a free address.
-func (ap *addrPool) allocate() (netip.Addr, uint64, error) {
+// Allocate hands out a free address.
+func (ap *Pool) Allocate() (netip.Addr, uint64, error) {
 	ap.mu.Lock()
 	defer ap.mu.Unlock()
 	limit := ap.limit()
@@ -120,15 +122,15 @@ func (ap *addrPool) allocate() (netip.Addr, uint64, error) {
 	return netip.Addr{}, 0, fmt.Errorf("%w: %s", ErrPoolExhausted, ap.prefix)
 }
 
-// release gives an address back.
-func (ap *addrPool) release(off uint64) {
+// Release gives an address back.
+func (ap *Pool) Release(off uint64) {
 	ap.mu.Lock()
 	delete(ap.used, off)
 	ap.mu.Unlock()
 }
 
-// inUse is the number of addresses handed out.
-func (ap *addrPool) inUse() int {
+// InUse is the number of addresses handed out.
+func (ap *Pool) InUse() int {
 	ap.mu.Lock()
 	defer ap.mu.Unlock()
 	return len(ap.used)
