@@ -1,5 +1,5 @@
-// Package engine is masqroute's datagram router and the MASQUE glue built on
-// it.
+// Package engine is masqroute's datagram router. The MASQUE proxy built on it
+// is engine/proxy; the client is engine/client.
 //
 // A Router owns the HTTP Datagrams (RFC 9297) of one HTTP/3 connection and
 // routes each to the session of its stream. It re-designs the router of the

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"iter"
+	"maps"
 	"sync"
 )
 
@@ -112,6 +114,17 @@ func (r *Registry) Select(args Args) (Kind, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, p)
 	}
 	return k, nil
+}
+
+// All yields every registered protocol and its kind, in no particular order.
+// It iterates over a snapshot taken when All is called, so the registry may
+// change meanwhile; the default protocol is yielded only if a kind is
+// registered for it.
+func (r *Registry) All() iter.Seq2[string, Kind] {
+	r.mu.RLock()
+	kinds := maps.Clone(r.kinds)
+	r.mu.RUnlock()
+	return maps.All(kinds)
 }
 
 // A DatagramSender sends one HTTP/3 Datagram (quarter stream ID first) to the

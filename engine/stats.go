@@ -126,28 +126,3 @@ func (r *Router) Stats() Stats {
 		c.unknownDirect.Load() + st.DroppedPendingOverflow + st.DroppedRingFull + closedRefused
 	return st
 }
-
-// add adds o's counts to s, for totals over many routers.
-func (s *Stats) add(o Stats) {
-	s.Dispatched += o.Dispatched
-	s.Delivered += o.Delivered
-	s.Queued += o.Queued
-	s.HeldNow += o.HeldNow
-	s.DroppedUnknown += o.DroppedUnknown
-	s.DroppedPendingOverflow += o.DroppedPendingOverflow
-	s.DroppedRingFull += o.DroppedRingFull
-	s.DroppedClosed += o.DroppedClosed
-	s.Held += o.Held
-	s.HeldDelivered += o.HeldDelivered
-	s.Pending += o.Pending
-	s.Active += o.Active
-	s.Started += o.Started
-	s.Registered += o.Registered
-	s.Activated += o.Activated
-	s.Failed += o.Failed
-	s.Cancelled += o.Cancelled
-	s.Closed += o.Closed
-	s.RejectedLimit += o.RejectedLimit
-	s.RejectedExists += o.RejectedExists
-	s.RejectedKind += o.RejectedKind
-}

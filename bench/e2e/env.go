@@ -17,10 +17,10 @@ import (
 	"github.com/masqroute/masqroute/bench/e2e/baseline"
 	"github.com/masqroute/masqroute/bench/e2e/loadgen"
 	"github.com/masqroute/masqroute/bench/e2e/rawecho"
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // An Impl is what carries the load.
@@ -28,7 +28,7 @@ type Impl string
 
 // The implementations the benchmark compares.
 const (
-	Masqroute Impl = "masqroute" // engine.Proxy, driven by masqroute's client
+	Masqroute Impl = "masqroute" // proxy.Proxy, driven by masqroute's client
 	Baseline  Impl = "baseline"  // baseline.Server (stock http3.Server), same client
 	RawQUIC   Impl = "rawquic"   // rawecho.Server, raw QUIC datagrams: the ceiling
 )
@@ -80,7 +80,7 @@ type Env struct {
 	Target    string
 	Probes    []loadgen.Probe
 	// Proxy is the masqroute proxy (Masqroute only).
-	Proxy *engine.Proxy
+	Proxy *proxy.Proxy
 
 	closers []func() error // run in reverse order by Close
 }
@@ -163,7 +163,7 @@ func LoopbackPolicy() *policy.Policy {
 }
 
 func (e *Env) startMasqroute(c *devcert.Cert) (string, error) {
-	p, err := engine.NewProxy(engine.ProxyConfig{
+	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
 	})

@@ -9,7 +9,7 @@ import (
 
 	"github.com/masqroute/masqroute/bench/e2e"
 	"github.com/masqroute/masqroute/bench/e2e/loadgen"
-	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 const usageText = `masqload drives UDP datagram load through a MASQUE CONNECT-UDP proxy to a
@@ -58,7 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.proxy, "proxy", "", "the proxy's UDP `address` (host:port)")
 	fs.StringVar(&c.ca, "ca", "", "trust the PEM certificates in this `file` (e.g. masqroute -write-ca)")
 	fs.BoolVar(&c.insecure, "insecure", false, "do not verify the proxy's certificate")
-	fs.StringVar(&c.template, "template", engine.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
+	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.StringVar(&c.target, "target", "", "UDP echo target `address` (host:port) the tunnels reach")
 	fs.StringVar(&c.transport, "transport", "masque", "masque (CONNECT-UDP through -proxy) or rawquic (raw QUIC datagrams to a rawecho server at -proxy)")
 	fs.StringVar(&c.local, "local", "", "start `impl` in process on loopback and drive it: masqroute, baseline or rawquic")

@@ -15,9 +15,9 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/devcert"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // clientConfig is the client subcommand's command line.
@@ -51,7 +51,7 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.StringVar(&c.proxy, "proxy", "127.0.0.1:4433", "proxy `address` (host:port, UDP)")
 	fs.StringVar(&c.ca, "ca", "", "PEM `file` of the certificate(s) to trust for the proxy (default: the system's roots)")
 	fs.BoolVar(&c.insecure, "insecure", false, "do not verify the proxy's certificate (quick tries only)")
-	fs.StringVar(&c.template, "template", engine.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
+	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.StringVar(&c.target, "target", "", "UDP echo target `host:port`, as the proxy reaches it (required)")
 	fs.IntVar(&c.count, "count", 5, "datagrams to send (0: until interrupted)")
 	fs.IntVar(&c.size, "size", 64, "payload size in `bytes` (at least 8: a sequence number)")

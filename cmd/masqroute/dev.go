@@ -6,7 +6,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // bannerEnd is the banner's last line; tests wait for it.
@@ -75,7 +75,7 @@ func (d *daemon) clientCommand(proxyAddr, echoAddr string) string {
 	} else {
 		args = append(args, "-insecure")
 	}
-	if d.cfg.template != engine.DefaultUDPTemplate {
+	if d.cfg.template != proxy.DefaultUDPTemplate {
 		args = append(args, "-template", shellQuote(d.cfg.template))
 	}
 	args = append(args, "-target", echoAddr, "-count", "5")

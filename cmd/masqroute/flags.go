@@ -10,6 +10,7 @@ import (
 
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // serveConfig is the daemon's command line.
@@ -68,18 +69,18 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.key, "key", "", "TLS private key, PEM `file`")
 	fs.StringVar(&c.writeCA, "write-ca", "", "write the self-signed certificate to this PEM `file` for clients to trust\n"+
 		"(default: a new file in the temporary directory, removed on exit)")
-	fs.StringVar(&c.template, "template", engine.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
-	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", engine.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
+	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
+	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
 	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
 	fs.IntVar(&c.maxConns, "max-conns", 0, "concurrent connections; more are closed at once (0: unlimited)")
 	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
-	fs.DurationVar(&c.idleTimeout, "idle-timeout", engine.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
-	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", engine.DefaultResolveTimeout, "bound on one target name lookup")
-	fs.IntVar(&c.maxDatagram, "max-datagram", engine.DefaultMaxDatagramPayload, "largest UDP payload carried either way, in `bytes`; larger ones are dropped and counted")
-	fs.IntVar(&c.maxCapsule, "max-capsule", engine.DefaultMaxCapsule, "largest capsule value in `bytes`; a larger one resets its stream")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
+	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", proxy.DefaultResolveTimeout, "bound on one target name lookup")
+	fs.IntVar(&c.maxDatagram, "max-datagram", proxy.DefaultMaxDatagramPayload, "largest UDP payload carried either way, in `bytes`; larger ones are dropped and counted")
+	fs.IntVar(&c.maxCapsule, "max-capsule", proxy.DefaultMaxCapsule, "largest capsule value in `bytes`; a larger one resets its stream")
 	fs.IntVar(&c.ringSize, "ring-size", engine.DefaultRingSize, "datagrams queued per tunnel toward its target (rounded up to a power of two); more are dropped and counted")
 	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
-	fs.IntVar(&c.holdMax, "hold", engine.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
+	fs.IntVar(&c.holdMax, "hold", proxy.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", engine.DefaultHoldTimeout, "how long such a datagram waits for its request")
 	fs.StringVar(&c.allow, "allow", "", "comma-separated `CIDRs or addresses` tunnels may reach even if the built-in policy refuses them")
 	fs.StringVar(&c.deny, "deny", "", "comma-separated `CIDRs or addresses` tunnels may never reach")
@@ -96,11 +97,11 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		"or tun (a Linux TUN interface; needs CAP_NET_ADMIN, and routes and addresses set up outside)")
 	fs.StringVar(&c.ipTUN, "ip-tun", "masqroute%d", "TUN interface `name` for -ip tun (%d: the kernel picks a number)")
 	fs.IntVar(&c.ipMTU, "ip-mtu", 1500, "MTU of the CONNECT-IP network, in `bytes` (at least 1280)")
-	fs.StringVar(&c.ipPool4, "ip-pool4", engine.DefaultIPPool4.String(), "IPv4 `prefix` CONNECT-IP clients get their addresses from")
-	fs.StringVar(&c.ipPool6, "ip-pool6", engine.DefaultIPPool6.String(), "IPv6 `prefix` (a /64 or longer) CONNECT-IP clients get their addresses from")
+	fs.StringVar(&c.ipPool4, "ip-pool4", proxy.DefaultIPPool4.String(), "IPv4 `prefix` CONNECT-IP clients get their addresses from")
+	fs.StringVar(&c.ipPool6, "ip-pool6", proxy.DefaultIPPool6.String(), "IPv6 `prefix` (a /64 or longer) CONNECT-IP clients get their addresses from")
 	fs.StringVar(&c.ipReachable, "ip-reachable", "", "comma-separated `CIDRs` CONNECT-IP clients may reach; their scopes are cut down to it\n"+
 		"(default: the netstack host's addresses with -ip netstack; every public address with -ip tun)")
-	fs.StringVar(&c.ipTemplates, "ip-templates", engine.DefaultIPTemplate+","+engine.DefaultIPTemplateNoVars,
+	fs.StringVar(&c.ipTemplates, "ip-templates", proxy.DefaultIPTemplate+","+proxy.DefaultIPTemplateNoVars,
 		"comma-separated CONNECT-IP URI `templates` (variables target and ipproto, optional)")
 	fs.StringVar(&c.ipHosts, "ip-hosts", "192.0.2.1,2001:db8::1", "`addresses` of the host in the -ip netstack userspace network\n"+
 		"(it answers ICMP echo and echoes UDP on port 7)")
@@ -157,12 +158,12 @@ func (c *serveConfig) targetPolicy() (*policy.Policy, error) {
 }
 
 // proxyConfig is the engine configuration the flags describe.
-func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *engine.IPConfig, log *slog.Logger) engine.ProxyConfig {
+func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, log *slog.Logger) proxy.Config {
 	hold := engine.HoldOptions{Max: c.holdMax, Timeout: c.holdTimeout}
 	if hold.Max <= 0 {
 		hold.Max = -1 // -hold 0 means none; the engine reads a zero Max as its default
 	}
-	return engine.ProxyConfig{
+	return proxy.Config{
 		IP:                 ip,
 		UDPTemplate:        c.template,
 		Policy:             pol,

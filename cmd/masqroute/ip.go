@@ -5,15 +5,15 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/packetio"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // ipConfig builds the CONNECT-IP configuration from the -ip flags, opening
 // the packet backend. It returns nil when -ip is off. The proxy owns the
 // device from then on and closes it.
-func (c *serveConfig) ipConfig() (*engine.IPConfig, error) {
+func (c *serveConfig) ipConfig() (*proxy.IPConfig, error) {
 	if c.ip == "" {
 		return nil, nil
 	}
@@ -29,7 +29,7 @@ func (c *serveConfig) ipConfig() (*engine.IPConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-ip-reachable: %w", err)
 	}
-	cfg := &engine.IPConfig{Pool4: pool4, Pool6: pool6}
+	cfg := &proxy.IPConfig{Pool4: pool4, Pool6: pool6}
 	for _, t := range strings.Split(c.ipTemplates, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.Templates = append(cfg.Templates, t)

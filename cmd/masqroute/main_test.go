@@ -27,6 +27,7 @@ import (
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -423,6 +424,6 @@ func TestQueueFlags(t *testing.T) {
 	c, err = parseServeFlags(nil, io.Discard)
 	require.NoError(t, err)
 	pc = c.proxyConfig(nil, nil, nil)
-	require.Equal(t, engine.HoldOptions{Max: engine.DefaultHoldMax, Timeout: engine.DefaultHoldTimeout}, pc.Hold)
+	require.Equal(t, engine.HoldOptions{Max: proxy.DefaultHoldMax, Timeout: engine.DefaultHoldTimeout}, pc.Hold)
 	require.Equal(t, engine.DefaultRingSize, pc.RingSize)
 }

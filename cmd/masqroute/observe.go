@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/metrics"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // observer serves what lets a person look inside the daemon: Prometheus
@@ -37,7 +37,7 @@ type observer struct {
 
 // startObserver binds the metrics and pprof listeners (so a busy port fails
 // the start) and starts the gops agent; a gops failure is only logged.
-func startObserver(cfg *serveConfig, p *engine.Proxy, log *slog.Logger) (*observer, error) {
+func startObserver(cfg *serveConfig, p *proxy.Proxy, log *slog.Logger) (*observer, error) {
 	o := &observer{log: log}
 	if cfg.metrics != "" {
 		reg := prometheus.NewRegistry()

@@ -15,9 +15,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // daemon is a running proxy and what serves beside it.
@@ -25,7 +25,7 @@ type daemon struct {
 	cfg *serveConfig
 	log *slog.Logger
 
-	proxy  *engine.Proxy
+	proxy  *proxy.Proxy
 	ln     *quic.Listener
 	served chan error // Serve's result
 
@@ -93,7 +93,7 @@ func (d *daemon) start() error {
 	if err != nil {
 		return err
 	}
-	d.proxy, err = engine.NewProxy(cfg.proxyConfig(pol, ipCfg, d.log))
+	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, d.log))
 	if err != nil {
 		if ipCfg != nil {
 			ipCfg.Device.Close()

@@ -33,7 +33,7 @@ type Config struct {
 	// QUICConfig is cloned; datagrams are switched on.
 	QUICConfig *quic.Config
 	// Template is the proxy's CONNECT-UDP URI template. Default
-	// engine.DefaultUDPTemplate, with {authority} the proxy's address.
+	// proxy.DefaultUDPTemplate, with {authority} the proxy's address.
 	Template string
 	// RingSize is each tunnel's receive queue in datagrams. Default
 	// engine.DefaultRingSize.
@@ -96,7 +96,7 @@ func NewConn(qc *quic.Conn, authority string, cfg *Config) (*Conn, error) {
 	}
 	raw := cfg.Template
 	if raw == "" {
-		raw = engine.DefaultUDPTemplate
+		raw = template.DefaultUDP
 	}
 	tmpl, err := template.Parse(raw, "target_host", "target_port")
 	if err != nil {

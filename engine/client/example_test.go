@@ -10,11 +10,11 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // Open two UDP tunnels over one HTTP/3 connection to a proxy.
@@ -24,15 +24,15 @@ func ExampleConn_DialUDP() {
 	target, _ := echo.Listen("127.0.0.1:0")
 	defer target.Close()
 	pol, _ := policy.New(policy.Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
-	proxy, _ := engine.NewProxy(engine.ProxyConfig{Policy: pol})
+	srv, _ := proxy.New(proxy.Config{Policy: pol})
 	tlsConf := cert.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, proxy.QUICConfig(nil))
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, srv.QUICConfig(nil))
 	if err != nil {
 		log.Fatal(err)
 	}
-	go proxy.Serve(ln)
-	defer proxy.Close()
+	go srv.Serve(ln)
+	defer srv.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

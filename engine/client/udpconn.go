@@ -260,7 +260,7 @@ func (u *UDPConn) RoutineReadCapsules() {
 	defer u.c.wg.Done()
 	defer close(u.capsules)
 	id := u.s.StreamID()
-	cr := wire.NewCapsuleReader(u.str, engine.DefaultMaxCapsule, func(t uint64) bool { return t == wire.CapsuleDatagram })
+	cr := wire.NewCapsuleReader(u.str, wire.DefaultMaxCapsuleValue, func(t uint64) bool { return t == wire.CapsuleDatagram })
 	for {
 		_, v, err := cr.Next()
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 const namespace = "masqroute"
@@ -21,12 +21,12 @@ type emitFunc func(value float64, labelValues ...string)
 type family struct {
 	desc *prometheus.Desc
 	typ  prometheus.ValueType
-	read func(st *engine.ProxyStats, emit emitFunc)
+	read func(st *proxy.Stats, emit emitFunc)
 }
 
 // collector is the Collector NewCollector returns.
 type collector struct {
-	p        *engine.Proxy
+	p        *proxy.Proxy
 	families []family
 
 	mu    sync.Mutex // serializes Collect; guards floor
@@ -35,7 +35,7 @@ type collector struct {
 
 // NewCollector returns a Collector of p's counters (see the package doc for
 // the metric names). Each scrape takes one p.Stats snapshot.
-func NewCollector(p *engine.Proxy) prometheus.Collector {
+func NewCollector(p *proxy.Proxy) prometheus.Collector {
 	return &collector{p: p, families: families(), floor: make(counterFloor)}
 }
 
@@ -80,33 +80,33 @@ func newDesc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 // scalar is a family with one unlabelled series.
-func scalar(typ prometheus.ValueType, name, help string, get func(*engine.ProxyStats) float64) family {
+func scalar(typ prometheus.ValueType, name, help string, get func(*proxy.Stats) float64) family {
 	return family{
 		desc: newDesc(name, help),
 		typ:  typ,
-		read: func(st *engine.ProxyStats, emit emitFunc) { emit(get(st)) },
+		read: func(st *proxy.Stats, emit emitFunc) { emit(get(st)) },
 	}
 }
 
-func counter(name, help string, get func(*engine.ProxyStats) uint64) family {
-	return scalar(prometheus.CounterValue, name, help, func(st *engine.ProxyStats) float64 { return float64(get(st)) })
+func counter(name, help string, get func(*proxy.Stats) uint64) family {
+	return scalar(prometheus.CounterValue, name, help, func(st *proxy.Stats) float64 { return float64(get(st)) })
 }
 
-func gauge(name, help string, get func(*engine.ProxyStats) float64) family {
+func gauge(name, help string, get func(*proxy.Stats) float64) family {
 	return scalar(prometheus.GaugeValue, name, help, get)
 }
 
 // labelled is a family with one label whose values are fixed.
 type labelled struct {
 	value string
-	get   func(*engine.ProxyStats) uint64
+	get   func(*proxy.Stats) uint64
 }
 
 func vector(typ prometheus.ValueType, name, help, label string, series ...labelled) family {
 	return family{
 		desc: newDesc(name, help, label),
 		typ:  typ,
-		read: func(st *engine.ProxyStats, emit emitFunc) {
+		read: func(st *proxy.Stats, emit emitFunc) {
 			for _, s := range series {
 				emit(float64(s.get(st)), s.value)
 			}
@@ -120,9 +120,9 @@ func vector(typ prometheus.ValueType, name, help, label string, series ...labell
 // they happen.
 var refusalStatuses = []int{400, 401, 403, 404, 405, 407, 500, 501, 502, 503}
 
-// rejectedByStatus reads ProxyStats.Rejected: the known statuses always,
+// rejectedByStatus reads proxy.Stats.Rejected: the known statuses always,
 // then any other in ascending order, status 0 as "other".
-func rejectedByStatus(st *engine.ProxyStats, emit emitFunc) {
+func rejectedByStatus(st *proxy.Stats, emit emitFunc) {
 	for _, s := range refusalStatuses {
 		emit(float64(st.Rejected[s]), strconv.Itoa(s))
 	}
@@ -150,7 +150,7 @@ func isRefusalStatus(s int) bool {
 
 // families lists every metric, in the order of the package doc.
 func families() []family {
-	type st = engine.ProxyStats
+	type st = proxy.Stats
 	return []family{
 		// Connections.
 		gauge("connections", "HTTP/3 connections open now.",

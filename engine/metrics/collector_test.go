@@ -21,12 +21,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/metrics"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,7 +37,7 @@ const refusedPort = 9
 
 // testProxy is a proxy on loopback with an echo target.
 type testProxy struct {
-	proxy *engine.Proxy
+	proxy *proxy.Proxy
 	addr  string
 	echo  *echo.Server
 	cert  *devcert.Cert
@@ -50,7 +50,7 @@ func startProxy(t *testing.T, maxPayload int) *testProxy {
 		DenyPorts: []policy.PortRange{{Lo: refusedPort, Hi: refusedPort}},
 	})
 	require.NoError(t, err)
-	p, err := engine.NewProxy(engine.ProxyConfig{
+	p, err := proxy.New(proxy.Config{
 		Policy:             pol,
 		MaxDatagramPayload: maxPayload,
 		Logger:             slog.New(slog.DiscardHandler),

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 func TestCounterFloorNeverGoesBack(t *testing.T) {
@@ -22,7 +22,7 @@ func TestCounterFloorNeverGoesBack(t *testing.T) {
 }
 
 func TestRejectedByStatusLabels(t *testing.T) {
-	st := engine.ProxyStats{Rejected: map[int]uint64{403: 2, 0: 1, 429: 3, 418: 4}}
+	st := proxy.Stats{Rejected: map[int]uint64{403: 2, 0: 1, 429: 3, 418: 4}}
 	got := map[string]float64{}
 	var order []string
 	rejectedByStatus(&st, func(v float64, lvs ...string) {
@@ -38,11 +38,11 @@ func TestRejectedByStatusLabels(t *testing.T) {
 	require.Zero(t, got["502"])
 }
 
-// TestEveryStatIsExposed fails when ProxyStats or Stats gains a field that
-// no metric reads: each field gets a distinct value, and each value must
-// come out of some series.
+// TestEveryStatIsExposed fails when proxy.Stats or engine.Stats gains a
+// field that no metric reads: each field gets a distinct value, and each
+// value must come out of some series.
 func TestEveryStatIsExposed(t *testing.T) {
-	var st engine.ProxyStats
+	var st proxy.Stats
 	want := map[float64]string{}
 	next := 1000.0
 	var skipped []string
@@ -79,7 +79,7 @@ func TestEveryStatIsExposed(t *testing.T) {
 		f.read(&st, func(v float64, _ ...string) { got[v] = true })
 	}
 	for v, name := range want {
-		require.True(t, got[v], "ProxyStats.%s is in no metric", name)
+		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
 	require.Equal(t, []string{"Rejected", "Router", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,
 		"fields of a kind this test does not fill")

@@ -31,7 +31,7 @@ type MASQUE struct {
 	// defaults); datagrams are switched on by the client.
 	QUIC *quic.Config
 	// Template is the proxy's URI template; "" is
-	// engine.DefaultUDPTemplate.
+	// proxy.DefaultUDPTemplate.
 	Template string
 	// RingSize is each tunnel's receive ring (client.Config.RingSize).
 	RingSize int

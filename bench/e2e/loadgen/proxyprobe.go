@@ -3,13 +3,13 @@ package loadgen
 import (
 	"context"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // ProxyProbe reads a masqroute proxy's counters in process (the same ones
 // its /metrics serves; PrometheusProbe reads them from there).
-func ProxyProbe(p *engine.Proxy) Probe {
+func ProxyProbe(p *proxy.Proxy) Probe {
 	return ProbeFunc(func(context.Context) (Counters, error) {
 		st := p.Stats()
 		drops := routerDrops("proxy.", st.Router)

@@ -8,6 +8,12 @@ import (
 	"github.com/yosida95/uritemplate/v3"
 )
 
+// DefaultUDP is the CONNECT-UDP URI template of RFC 9298 §3, with the
+// proxy's own authority: "{authority}" matches whatever host and port the
+// client reached the proxy under. The proxy (proxy.DefaultUDPTemplate) and
+// the client default to it.
+const DefaultUDP = "https://{authority}/.well-known/masque/udp/{target_host}/{target_port}/"
+
 // MaxExpansion bounds how much longer than its template a request URI may
 // be: Match refuses longer ones without running the matcher. Every MASQUE
 // value is short (a 253-byte DNS name fully percent-encoded is 759 bytes,

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 func TestEchoIPv6(t *testing.T) {
@@ -24,7 +24,7 @@ func TestEchoIPv6(t *testing.T) {
 		t.Skipf("no IPv6 loopback on this machine: %v", err)
 	}
 	defer es.Close()
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	u := dialUDP(t, env.dial(t), es.Addr().String())
 	for i := range 5 {
 		echoOnce(t, u, []byte(fmt.Sprintf("v6 %d", i)))
@@ -37,7 +37,7 @@ func TestEchoIPv6(t *testing.T) {
 func TestManyTunnels(t *testing.T) {
 	for _, conns := range []int{1, 4} {
 		t.Run(fmt.Sprintf("conns=%d", conns), func(t *testing.T) {
-			env := startProxy(t, engine.ProxyConfig{})
+			env := startProxy(t, proxy.Config{})
 			var cs []*client.Conn
 			for range conns {
 				cs = append(cs, env.dial(t))
@@ -83,7 +83,7 @@ func TestManyTunnels(t *testing.T) {
 // drops without counting (quic-go's, the kernel's) overflows; the test then
 // checks the counts hop by hop.
 func TestTenThousandDatagramsAccounted(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.dial(t)
 	u := dialUDP(t, c, env.echo.Addr().String())
 	const total, window = 10_000, 64
@@ -143,7 +143,7 @@ func TestTenThousandDatagramsAccounted(t *testing.T) {
 // refused by the sender. On the proxy side, a payload above
 // MaxDatagramPayload is dropped and counted.
 func TestLargestPayload(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{MaxDatagramPayload: 65535})
+	env := startProxy(t, proxy.Config{MaxDatagramPayload: 65535})
 	// Without path MTU discovery the limit stays put while we probe it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -186,7 +186,7 @@ func TestLargestPayload(t *testing.T) {
 	require.ErrorAs(t, err, &tooLarge)
 
 	// Proxy-side limit.
-	env2 := startProxy(t, engine.ProxyConfig{MaxDatagramPayload: 1000})
+	env2 := startProxy(t, proxy.Config{MaxDatagramPayload: 1000})
 	u2 := dialUDP(t, env2.dial(t), env2.echo.Addr().String())
 	echoOnce(t, u2, make([]byte, 1000))
 	_, err = u2.Write(make([]byte, 1001))

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -15,11 +15,11 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 var (
@@ -51,20 +51,20 @@ func loopbackPolicy(t testing.TB) *policy.Policy {
 // proxyEnv is a proxy listening on loopback, with an echo target.
 type proxyEnv struct {
 	t     testing.TB
-	proxy *engine.Proxy
+	proxy *proxy.Proxy
 	ln    *quic.Listener
 	addr  string
 	echo  *echo.Server
 	done  chan error
 }
 
-func startProxy(t testing.TB, cfg engine.ProxyConfig) *proxyEnv {
+func startProxy(t testing.TB, cfg proxy.Config) *proxyEnv {
 	t.Helper()
 	return startProxyQUIC(t, cfg, &quic.Config{MaxIdleTimeout: 5 * time.Second})
 }
 
 // startProxyQUIC is startProxy with the listener's QUIC configuration.
-func startProxyQUIC(t testing.TB, cfg engine.ProxyConfig, qconf *quic.Config) *proxyEnv {
+func startProxyQUIC(t testing.TB, cfg proxy.Config, qconf *quic.Config) *proxyEnv {
 	t.Helper()
 	if cfg.Policy == nil {
 		cfg.Policy = loopbackPolicy(t)
@@ -72,7 +72,7 @@ func startProxyQUIC(t testing.TB, cfg engine.ProxyConfig, qconf *quic.Config) *p
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p, err := engine.NewProxy(cfg)
+	p, err := proxy.New(cfg)
 	require.NoError(t, err)
 	tlsConf := loopbackCert(t).ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}

@@ -1,8 +1,10 @@
-package engine
+package proxy
 
 import (
 	"net/http"
 	"sync/atomic"
+
+	"github.com/masqroute/masqroute/engine"
 )
 
 // proxyCounters are the proxy's own totals (the routers keep theirs). All
@@ -111,8 +113,8 @@ func (v *counterVec) snapshot() map[int]uint64 {
 	return m
 }
 
-// ProxyStats is a snapshot of a proxy's counters, for /metrics and tests.
-type ProxyStats struct {
+// Stats is a snapshot of a proxy's counters, for /metrics and tests.
+type Stats struct {
 	Conns               int64          // connections now
 	ConnsAccepted       uint64         // connections served
 	ConnsRejected       uint64         // connections refused at MaxConns
@@ -137,7 +139,7 @@ type ProxyStats struct {
 	DropReturnOversize  uint64         // replies too large for the client connection
 	DropReturnSendError uint64         // replies the QUIC connection refused
 	TargetUnreachable   uint64         // ICMP errors reported by target sockets
-	Router              Stats          // every connection's router, summed (ended ones included)
+	Router              engine.Stats   // every connection's router, summed (ended ones included)
 
 	// By tunnel kind (protocol): tunnels now, and tunnels that got a 2xx.
 	TunnelsByProtocol map[string]int64
@@ -160,9 +162,9 @@ type ProxyStats struct {
 }
 
 // Stats returns a snapshot of the proxy's counters, its routers' included.
-func (p *Proxy) Stats() ProxyStats {
+func (p *Proxy) Stats() Stats {
 	c := &p.counters
-	st := ProxyStats{
+	st := Stats{
 		ConnsAccepted:    c.connsAccepted.Load(),
 		ConnsRejected:    c.connsRejected.Load(),
 		Tunnels:          p.tunnels.Load(),
@@ -184,13 +186,13 @@ func (p *Proxy) Stats() ProxyStats {
 	}
 	st.Conns = int64(len(p.conns))
 	st.Router = p.foldedRouter
-	routers := make([]*Router, 0, len(p.conns))
+	routers := make([]*engine.Router, 0, len(p.conns))
 	for pc := range p.conns {
 		routers = append(routers, pc.router)
 	}
 	p.mu.Unlock()
 	for _, r := range routers {
-		st.Router.add(r.Stats())
+		addRouterStats(&st.Router, r.Stats())
 	}
 	st.ToTarget = sum.toTarget.Load()
 	st.ToTargetBytes = sum.toTargetBytes.Load()
@@ -219,6 +221,32 @@ func (p *Proxy) Stats() ProxyStats {
 		st.IPAddressesInUse = n.pool4.InUse() + n.pool6.InUse()
 	}
 	return st
+}
+
+// addRouterStats adds o's counts to s: the proxy's totals over its
+// connections' routers.
+func addRouterStats(s *engine.Stats, o engine.Stats) {
+	s.Dispatched += o.Dispatched
+	s.Delivered += o.Delivered
+	s.Queued += o.Queued
+	s.HeldNow += o.HeldNow
+	s.DroppedUnknown += o.DroppedUnknown
+	s.DroppedPendingOverflow += o.DroppedPendingOverflow
+	s.DroppedRingFull += o.DroppedRingFull
+	s.DroppedClosed += o.DroppedClosed
+	s.Held += o.Held
+	s.HeldDelivered += o.HeldDelivered
+	s.Pending += o.Pending
+	s.Active += o.Active
+	s.Started += o.Started
+	s.Registered += o.Registered
+	s.Activated += o.Activated
+	s.Failed += o.Failed
+	s.Cancelled += o.Cancelled
+	s.Closed += o.Closed
+	s.RejectedLimit += o.RejectedLimit
+	s.RejectedExists += o.RejectedExists
+	s.RejectedKind += o.RejectedKind
 }
 
 // protoCounts count one protocol's tunnels.

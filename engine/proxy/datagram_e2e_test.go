@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // rawTunnelConn is a QUIC connection whose datagrams the test reads itself:
@@ -97,7 +98,7 @@ func portOf(hp string) string { return hp[len(hostOf(hp))+1:] }
 // (quic-go's HTTP/3 datagram reader, say) consumes any. The count must match
 // exactly; a second consumer would take some.
 func TestNoDatagramConsumedOutsideRouter(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.rawTunnelDial(t)
 	str := c.open(t)
 	resp := c.connect(t, str, env.echo.Addr().String())
@@ -122,7 +123,7 @@ func TestNoDatagramConsumedOutsideRouter(t *testing.T) {
 // A datagram that overtakes its request is held and delivered once the
 // request arrives (RFC 9297 §2.1).
 func TestDatagramBeforeRequest(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.rawTunnelDial(t)
 	str := c.open(t)
 	c.send(t, str.StreamID(), []byte("early bird"))
@@ -139,7 +140,7 @@ func TestDatagramBeforeRequest(t *testing.T) {
 // A datagram for a stream that never comes is dropped after the hold and
 // counted.
 func TestDatagramForUnknownStreamCounted(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{Hold: engine.HoldOptions{Max: 4, Timeout: 50 * time.Millisecond}})
+	env := startProxy(t, proxy.Config{Hold: engine.HoldOptions{Max: 4, Timeout: 50 * time.Millisecond}})
 	c := env.rawTunnelDial(t)
 	c.send(t, 400, []byte("nobody home"))
 	waitFor(t, "unknown-stream drop", func() bool { return env.proxy.Stats().Router.DroppedUnknown == 1 })
@@ -149,7 +150,7 @@ func TestDatagramForUnknownStreamCounted(t *testing.T) {
 // Unknown context IDs and oversize payloads are dropped and counted; the
 // tunnel keeps working.
 func TestUnknownContextAndOversizeDropped(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{MaxDatagramPayload: 100})
+	env := startProxy(t, proxy.Config{MaxDatagramPayload: 100})
 	c := env.rawTunnelDial(t)
 	str := c.open(t)
 	require.Equal(t, 200, c.connect(t, str, env.echo.Addr().String()).StatusCode)
@@ -172,7 +173,7 @@ func TestUnknownContextAndOversizeDropped(t *testing.T) {
 // A quarter stream ID above 2^60-1 is a connection error H3_DATAGRAM_ERROR
 // (RFC 9297 §2.1), counted.
 func TestQuarterStreamIDTooLargeClosesConnection(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.rawTunnelDial(t)
 	b := quicvarint.Append(nil, 1<<60)
 	require.NoError(t, c.qc.SendDatagram(append(b, 0, 'x')))

@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -14,22 +14,24 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/template"
+	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/engine/policy"
 )
 
 // DefaultUDPTemplate is the CONNECT-UDP URI template of RFC 9298 §3, with the
 // proxy's own authority: "{authority}" matches whatever host and port the
 // client reached the proxy under.
-const DefaultUDPTemplate = "https://{authority}/.well-known/masque/udp/{target_host}/{target_port}/"
+const DefaultUDPTemplate = template.DefaultUDP
 
-// Defaults for ProxyConfig fields left zero.
+// Defaults for Config fields left zero.
 const (
 	DefaultMaxTunnelsPerConn  = 1024
 	DefaultResolveTimeout     = 5 * time.Second
 	DefaultTunnelIdleTimeout  = 2 * time.Minute
 	DefaultMaxDatagramPayload = 1500
-	DefaultMaxCapsule         = 64 << 10
+	DefaultMaxCapsule         = wire.DefaultMaxCapsuleValue // 64 KiB
 	DefaultHoldMax            = 64
 )
 
@@ -45,10 +47,10 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// ProxyConfig configures a Proxy. The zero value serves CONNECT-UDP on the
+// Config configures a Proxy. The zero value serves CONNECT-UDP on the
 // default template with the default policy (no loopback, private, link-local
 // or multicast targets).
-type ProxyConfig struct {
+type Config struct {
 	// Name is the proxy's name in Proxy-Status headers. Default "masqroute".
 	Name string
 	// UDPTemplate is the CONNECT-UDP URI template (RFC 6570), absolute,
@@ -76,7 +78,7 @@ type ProxyConfig struct {
 	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
 	MaxConns int
 	// InitTimeout bounds a tunnel's setup (resolution, policy, socket).
-	// Default DefaultInitTimeout.
+	// Default [engine.DefaultInitTimeout].
 	InitTimeout time.Duration
 	// IdleTimeout closes a tunnel that carried no datagram either way for
 	// this long. Default DefaultTunnelIdleTimeout; negative = never.
@@ -88,16 +90,18 @@ type ProxyConfig struct {
 	// MaxCapsule bounds a capsule's value; a larger one resets the stream
 	// with H3_MESSAGE_ERROR. Default DefaultMaxCapsule.
 	MaxCapsule int
-	// RingSize and PendingBuffer size each tunnel's queues (see Options).
+	// RingSize and PendingBuffer size each tunnel's queues (see [engine.Options]).
 	RingSize      int
 	PendingBuffer int
-	// Hold keeps datagrams that overtake their request (see HoldOptions).
-	// Default: DefaultHoldMax datagrams for DefaultHoldTimeout.
-	Hold HoldOptions
+	// Hold keeps datagrams that overtake their request (see
+	// [engine.HoldOptions]). Default: DefaultHoldMax datagrams for
+	// [engine.DefaultHoldTimeout].
+	Hold engine.HoldOptions
 	// Kinds adds session kinds for other :protocol values; an embedder's
-	// Kind receives Args.Value of type *Request. connect-udp is always
-	// served by masqroute's own kind unless Kinds registers one.
-	Kinds *Registry
+	// [engine.Kind] receives [engine.Args].Value of type *Request.
+	// connect-udp is always served by masqroute's own kind unless Kinds
+	// registers one.
+	Kinds *engine.Registry
 	// IP enables CONNECT-IP (RFC 9484) when set.
 	IP *IPConfig
 	// Handler serves requests that are not MASQUE requests (no
@@ -109,11 +113,11 @@ type ProxyConfig struct {
 }
 
 // A Proxy serves MASQUE tunnels over HTTP/3. Every datagram of every
-// connection goes through the connection's Router.
+// connection goes through the connection's [engine.Router].
 type Proxy struct {
-	cfg      ProxyConfig
+	cfg      Config
 	udpTmpl  *template.Template
-	kinds    *Registry
+	kinds    *engine.Registry
 	handler  http.Handler
 	log      *slog.Logger
 	counters proxyCounters
@@ -121,7 +125,7 @@ type Proxy struct {
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
-	byProto  map[string]*protoCounts // fixed by NewProxy
+	byProto  map[string]*protoCounts // fixed by New
 
 	mu        sync.Mutex // guards the fields below
 	conns     map[*proxyConn]struct{}
@@ -131,11 +135,11 @@ type Proxy struct {
 	live      map[*tunnelCounters]struct{}
 	// foldedRouter holds the router counters of connections that have
 	// ended.
-	foldedRouter Stats
+	foldedRouter engine.Stats
 }
 
-// NewProxy validates cfg and returns a Proxy.
-func NewProxy(cfg ProxyConfig) (*Proxy, error) {
+// New validates cfg and returns a Proxy.
+func New(cfg Config) (*Proxy, error) {
 	if cfg.Name == "" {
 		cfg.Name = "masqroute"
 	}
@@ -157,7 +161,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		cfg.MaxTunnelsPerConn = 0
 	}
 	if cfg.InitTimeout <= 0 {
-		cfg.InitTimeout = DefaultInitTimeout
+		cfg.InitTimeout = engine.DefaultInitTimeout
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultTunnelIdleTimeout
@@ -188,28 +192,26 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		listeners: make(map[*quic.Listener]struct{}),
 		live:      make(map[*tunnelCounters]struct{}),
 	}
-	p.kinds = NewRegistry()
-	p.kinds.Register(ProtocolConnectUDP, requestKind{&udpKind{p: p}})
+	p.kinds = engine.NewRegistry()
+	p.kinds.Register(engine.ProtocolConnectUDP, requestKind{&udpKind{p: p}})
 	if cfg.Kinds != nil {
-		cfg.Kinds.mu.RLock()
-		for proto, k := range cfg.Kinds.kinds {
+		for proto, k := range cfg.Kinds.All() {
 			p.kinds.Register(proto, requestKind{k})
 		}
-		cfg.Kinds.mu.RUnlock()
 	}
 	if cfg.IP != nil {
-		if _, taken := p.kinds.kinds[ProtocolConnectIP]; taken {
-			return nil, errors.New("masqroute: ProxyConfig.IP and a connect-ip kind in Kinds")
+		if _, err := p.kinds.Select(engine.Args{Protocol: engine.ProtocolConnectIP}); err == nil {
+			return nil, errors.New("masqroute: proxy.Config.IP and a connect-ip kind in Kinds")
 		}
 		n, err := newIPNet(p, *cfg.IP)
 		if err != nil {
 			return nil, fmt.Errorf("masqroute: CONNECT-IP: %w", err)
 		}
 		p.ip = n
-		p.kinds.Register(ProtocolConnectIP, requestKind{&ipKind{n}})
+		p.kinds.Register(engine.ProtocolConnectIP, requestKind{&ipKind{n}})
 	}
 	p.byProto = make(map[string]*protoCounts)
-	for proto := range p.kinds.kinds {
+	for proto := range p.kinds.All() {
 		p.byProto[proto] = &protoCounts{}
 	}
 	p.handler = cfg.Handler

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // rawClient is quic-go's stock HTTP/3 client, an independent peer for
@@ -78,7 +79,7 @@ func TestBadInputTable(t *testing.T) {
 		"loopback.test": {netip.MustParseAddr("127.0.0.1")},
 		"private.test":  {netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("192.168.1.1")},
 	}, slow: "slow.test"}
-	env := startProxy(t, engine.ProxyConfig{Policy: policy.Default(), Resolver: resolver, ResolveTimeout: 200 * time.Millisecond})
+	env := startProxy(t, proxy.Config{Policy: policy.Default(), Resolver: resolver, ResolveTimeout: 200 * time.Millisecond})
 	c := env.rawDial(t)
 	port := "9"
 	cases := []struct {
@@ -149,7 +150,7 @@ func TestInitFailureIs502(t *testing.T) {
 	kinds.Register("connect-broken", engine.KindFunc(func(context.Context, *engine.Session, engine.Args) (engine.Handler, error) {
 		panic("broken kind")
 	}))
-	env := startProxy(t, engine.ProxyConfig{Kinds: kinds})
+	env := startProxy(t, proxy.Config{Kinds: kinds})
 	c := env.rawDial(t)
 	checkRefusal(t, c.do(t, http.MethodConnect, "connect-broken", "/anything"), 502, "proxy_internal_error")
 	// Still serving.
@@ -160,7 +161,7 @@ func TestInitFailureIs502(t *testing.T) {
 // The tunnel limit per connection and in total answers 503.
 func TestTunnelLimits(t *testing.T) {
 	t.Run("per connection", func(t *testing.T) {
-		env := startProxy(t, engine.ProxyConfig{MaxTunnelsPerConn: 2})
+		env := startProxy(t, proxy.Config{MaxTunnelsPerConn: 2})
 		c := env.dial(t)
 		dialUDP(t, c, env.echo.Addr().String())
 		dialUDP(t, c, env.echo.Addr().String())
@@ -174,7 +175,7 @@ func TestTunnelLimits(t *testing.T) {
 		require.Equal(t, uint64(1), env.proxy.Stats().Router.RejectedLimit)
 	})
 	t.Run("total", func(t *testing.T) {
-		env := startProxy(t, engine.ProxyConfig{MaxTunnels: 2})
+		env := startProxy(t, proxy.Config{MaxTunnels: 2})
 		dialUDP(t, env.dial(t), env.echo.Addr().String())
 		dialUDP(t, env.dial(t), env.echo.Addr().String())
 		_, err := env.dial(t).DialUDP(context.Background(), env.echo.Addr().String())
@@ -186,15 +187,15 @@ func TestTunnelLimits(t *testing.T) {
 
 // The authorization hook picks the status and headers of a refusal.
 func TestAuthorizeHook(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{Authorize: func(r *http.Request) error {
+	env := startProxy(t, proxy.Config{Authorize: func(r *http.Request) error {
 		switch r.Header.Get("Authorization") {
 		case "":
-			return &engine.StatusError{Status: 407, ProxyError: "http_request_denied",
+			return &proxy.StatusError{Status: 407, ProxyError: "http_request_denied",
 				Header: http.Header{"Proxy-Authenticate": {`Basic realm="masqroute"`}}}
 		case "Bearer good":
 			return nil
 		case "Bearer expired":
-			return &engine.StatusError{Status: 401, Header: http.Header{"Www-Authenticate": {"Bearer"}}}
+			return &proxy.StatusError{Status: 401, Header: http.Header{"Www-Authenticate": {"Bearer"}}}
 		}
 		return errors.New("unknown token")
 	}})

@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/packetio"
@@ -55,7 +56,7 @@ const DefaultIPReturnQueue = 256
 type IPConfig struct {
 	// Device is the network behind the proxy: a userspace network, a TUN
 	// interface, anything that carries IP packets (see engine/packetio).
-	// The Proxy owns it from NewProxy on and closes it in Close.
+	// The Proxy owns it from New on and closes it in Close.
 	Device packetio.Device
 	// Templates are the URI templates CONNECT-IP requests may match. Each
 	// uses the variables target and ipproto (both optional, RFC 9484 §4.6)
@@ -181,9 +182,9 @@ func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
 // ipKind starts CONNECT-IP tunnels.
 type ipKind struct{ n *ipNet }
 
-func isIPKind(k Kind) bool { _, ok := k.(*ipKind); return ok }
+func isIPKind(k engine.Kind) bool { _, ok := k.(*ipKind); return ok }
 
-func (k *ipKind) Start(ctx context.Context, s *Session, args Args) (Handler, error) {
+func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	req, ok := args.Value.(*Request)
 	if !ok || req.ipScope == nil {
 		return nil, errors.New("connect-ip session started without a proxy request")

@@ -1,10 +1,12 @@
-package engine
+package proxy
 
 import (
 	"errors"
 	"net/http"
 
 	"github.com/dunglas/httpsfv"
+
+	"github.com/masqroute/masqroute/engine"
 )
 
 // A StatusError is a refusal the proxy answers with an HTTP status, a
@@ -86,19 +88,19 @@ func asStatusError(err error) *StatusError {
 		return se
 	}
 	switch {
-	case errors.Is(err, ErrTooManyTunnels):
+	case errors.Is(err, engine.ErrTooManyTunnels):
 		return &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
 			Details: "tunnel limit reached", Err: err}
-	case errors.Is(err, ErrRouterClosed):
+	case errors.Is(err, engine.ErrRouterClosed):
 		return &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrConnectionTerminated,
 			Details: "connection closing", Err: err}
-	case errors.Is(err, ErrUnknownKind):
+	case errors.Is(err, engine.ErrUnknownKind):
 		return &StatusError{Status: http.StatusNotImplemented, ProxyError: proxyErrHTTPRequestError,
 			Details: "unsupported protocol", Err: err}
-	case errors.Is(err, ErrStreamExists):
+	case errors.Is(err, engine.ErrStreamExists):
 		return &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
 			Details: "stream already has a tunnel", Err: err}
-	case errors.Is(err, ErrInitTimeout):
+	case errors.Is(err, engine.ErrInitTimeout):
 		return &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrConnectionTimeout,
 			Details: "tunnel setup timed out", Err: err}
 	}

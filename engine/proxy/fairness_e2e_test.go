@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"encoding/binary"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // victimStats is what a paced, closed-loop echo tunnel saw.
@@ -67,10 +67,10 @@ func runVictim(t testing.TB, u *client.UDPConn, n int, interval, timeout time.Du
 // Bound (docs/reliability.md): no loss for the victim, and its p99 under
 // the flood within 10× its p99 alone plus 50 ms.
 func TestFloodDoesNotHurtOtherTunnels(t *testing.T) {
-	if testing.Short() || engine.RaceEnabled {
+	if testing.Short() || proxy.RaceEnabled {
 		t.Skip("a timing test: not under -short or the race detector")
 	}
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	victim := dialUDP(t, env.dial(t), env.echo.Addr().String())
 	const pings, interval, timeout = 150, 2 * time.Millisecond, 500 * time.Millisecond
 

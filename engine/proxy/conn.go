@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 )
@@ -22,7 +23,7 @@ type proxyConn struct {
 	p      *Proxy
 	qc     *quic.Conn
 	h3     *h3.Conn
-	router *Router
+	router *engine.Router
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
@@ -51,7 +52,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		qc:        qc,
 		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
 	}
-	c.router = NewRouter(Options{
+	c.router = engine.NewRouter(engine.Options{
 		MaxTunnels:    p.cfg.MaxTunnelsPerConn,
 		RingSize:      p.cfg.RingSize,
 		PendingBuffer: p.cfg.PendingBuffer,
@@ -86,7 +87,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 	c.router.Close()
 	p.mu.Lock()
 	delete(p.conns, c)
-	p.foldedRouter.add(c.router.Stats())
+	addRouterStats(&p.foldedRouter, c.router.Stats())
 	p.mu.Unlock()
 	return err
 }
@@ -115,7 +116,7 @@ func (c *proxyConn) RoutineReceiveDatagrams() {
 	log.Debug("masqroute: datagram receiver started", "remote", c.qc.RemoteAddr())
 	defer log.Debug("masqroute: datagram receiver stopped", "remote", c.qc.RemoteAddr())
 	err := c.router.ReceiveDatagrams(c.qc.Context(), c.qc)
-	if errors.Is(err, ErrBadDatagram) {
+	if errors.Is(err, engine.ErrBadDatagram) {
 		c.p.counters.datagramErrors.Add(1)
 		c.h3.CloseWithError(wire.ErrCodeDatagramError, err.Error())
 	}

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"fmt"
@@ -8,11 +8,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 func TestEchoIPv4(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.dial(t)
 	u := dialUDP(t, c, env.echo.Addr().String())
 	for i := range 10 {
@@ -26,7 +26,7 @@ func TestEchoIPv4(t *testing.T) {
 }
 
 func TestEchoHostname(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.dial(t)
 	u := dialUDP(t, c, net.JoinHostPort("localhost", strconv.Itoa(int(env.echo.Addr().Port()))))
 	echoOnce(t, u, []byte("by name"))

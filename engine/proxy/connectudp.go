@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/udpio"
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -29,7 +30,7 @@ import (
 // tunnel; neither takes a lock per datagram.
 
 // ErrIdleTimeout ends a tunnel that carried nothing for
-// ProxyConfig.IdleTimeout.
+// Config.IdleTimeout.
 var ErrIdleTimeout = errors.New("masqroute: tunnel idle timeout")
 
 // udpReadBatch is the most buffers RoutineUDPReceive reads into at once.
@@ -49,9 +50,9 @@ var udpBuffers udpio.Pool
 // against the resolved address, connect a UDP socket to that same address.
 type udpKind struct{ p *Proxy }
 
-func isUDPKind(k Kind) bool { _, ok := k.(*udpKind); return ok }
+func isUDPKind(k engine.Kind) bool { _, ok := k.(*udpKind); return ok }
 
-func (k *udpKind) Start(ctx context.Context, s *Session, args Args) (Handler, error) {
+func (k *udpKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	req, ok := args.Value.(*Request)
 	if !ok || req.udpTarget == nil {
 		return nil, errors.New("connect-udp session started without a proxy request")
@@ -121,7 +122,7 @@ func (p *Proxy) resolveAllowed(ctx context.Context, t template.Target) (netip.Ad
 // udpTunnel is the Handler of one CONNECT-UDP session.
 type udpTunnel struct {
 	p       *Proxy
-	s       *Session
+	s       *engine.Session
 	conn    *udpio.Conn
 	req     *Request
 	target  netip.AddrPort

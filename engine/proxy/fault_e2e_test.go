@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -11,15 +11,15 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // A target that answers with ICMP port unreachable: the proxy counts the
 // reports and the tunnel stays up (RFC 9298 has no way to tell the client).
 func TestTargetUnreachable(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	// A port nobody listens on: bind one, note it, close it.
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
@@ -43,7 +43,7 @@ func TestTargetUnreachable(t *testing.T) {
 // and nothing is left running (goleak).
 func TestShutdownWithPendingAndActiveTunnels(t *testing.T) {
 	resolver := &fakeResolver{slow: "slow.test"}
-	env := startProxy(t, engine.ProxyConfig{Resolver: resolver, ResolveTimeout: time.Minute})
+	env := startProxy(t, proxy.Config{Resolver: resolver, ResolveTimeout: time.Minute})
 	c := env.dial(t)
 	active := dialUDP(t, c, env.echo.Addr().String())
 	echoOnce(t, active, []byte("x"))
@@ -76,7 +76,7 @@ func TestShutdownWithPendingAndActiveTunnels(t *testing.T) {
 // MaxConns closes connections beyond the limit with H3_EXCESSIVE_LOAD and
 // counts them.
 func TestMaxConns(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{MaxConns: 2})
+	env := startProxy(t, proxy.Config{MaxConns: 2})
 	env.dial(t)
 	env.dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -97,7 +97,7 @@ func TestMaxConns(t *testing.T) {
 func TestPendingBufferLimit(t *testing.T) {
 	gate := make(chan struct{})
 	resolver := &gatedResolver{gate: gate, addr: netip.MustParseAddr("127.0.0.1")}
-	env := startProxy(t, engine.ProxyConfig{Resolver: resolver, PendingBuffer: 5})
+	env := startProxy(t, proxy.Config{Resolver: resolver, PendingBuffer: 5})
 	c := env.rawTunnelDial(t)
 	str := c.open(t)
 	respCh := make(chan int, 1)
@@ -143,7 +143,7 @@ func TestResolvedAddressIsCheckedAndUsed(t *testing.T) {
 		{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("127.0.0.1")}, // private first, then allowed
 		{netip.MustParseAddr("169.254.169.254")},                            // what a rebinding attack answers next
 	}}
-	env := startProxy(t, engine.ProxyConfig{Policy: pol, Resolver: r})
+	env := startProxy(t, proxy.Config{Policy: pol, Resolver: r})
 	u := dialUDP(t, env.dial(t), "rebind.test:"+portOf(env.echo.Addr().String()))
 	for range 3 {
 		echoOnce(t, u, []byte("x"))

@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 	"github.com/masqroute/masqroute/engine/internal/ippkt"
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -37,7 +38,7 @@ const mtuProbeContextID = 1
 // ipTunnel is the Handler of one CONNECT-IP session.
 type ipTunnel struct {
 	n     *ipNet
-	s     *Session
+	s     *engine.Session
 	req   *Request
 	scope *ipaddr.Scope
 

@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -12,14 +12,15 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
-// A Request is what the proxy hands a Kind's Start as Args.Value: the HTTP/3
-// request that asked for the tunnel, its template variables, and the way to
-// write capsules back on its stream.
+// A Request is what the proxy hands a Kind's Start as [engine.Args].Value:
+// the HTTP/3 request that asked for the tunnel, its template variables, and
+// the way to write capsules back on its stream.
 type Request struct {
 	// HTTP is the extended CONNECT request. Its Body carries the client's
 	// capsules; the proxy reads it (DATAGRAM capsules become datagrams),
@@ -36,6 +37,10 @@ type Request struct {
 	w         http.ResponseWriter
 	udpTarget *template.Target
 	ipScope   *ipScopeRequest
+	// handler is the kind's Handler. requestKind.Start writes it on the
+	// session's init goroutine; the activation that makes StartSession
+	// return publishes it to the request goroutine, its only reader.
+	handler engine.Handler
 
 	// wmu serializes capsule writes on the stream, and orders them
 	// before the end of the handler (see end).
@@ -80,7 +85,7 @@ func (r *Request) end(reason error) {
 		r.wmu.Lock()
 		close(r.ended)
 		r.wmu.Unlock()
-		if !errors.Is(reason, ErrStreamReset) { // a reset stream needs nothing more
+		if !errors.Is(reason, engine.ErrStreamReset) { // a reset stream needs nothing more
 			r.stream.CancelRead(wire.ErrCodeNoError)
 		}
 	})
@@ -88,21 +93,22 @@ func (r *Request) end(reason error) {
 
 // requestKind wraps every Kind the proxy serves, so that whatever the kind,
 // the request learns when its session's Handler has been closed.
-type requestKind struct{ inner Kind }
+type requestKind struct{ inner engine.Kind }
 
-func (k requestKind) Start(ctx context.Context, s *Session, args Args) (Handler, error) {
+func (k requestKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	h, err := k.inner.Start(ctx, s, args)
 	if err != nil || h == nil {
 		return h, err
 	}
 	if req, ok := args.Value.(*Request); ok {
+		req.handler = h
 		return &requestHandler{Handler: h, req: req}, nil
 	}
 	return h, nil
 }
 
 type requestHandler struct {
-	Handler
+	engine.Handler
 	req *Request
 }
 
@@ -115,7 +121,7 @@ func (h *requestHandler) Close(reason error) {
 
 // MASQUEHandler returns the handler for MASQUE requests: extended CONNECT
 // with a :protocol a session kind is registered for. Mount it in
-// ProxyConfig.Handler's mux at the template's path if you serve other
+// Config.Handler's mux at the template's path if you serve other
 // routes too; with no Handler configured, the proxy serves it for every
 // request. It answers the bad-input table of docs/protocol.md: 405 for a
 // method other than CONNECT, 501 for an unsupported :protocol, 404 when the
@@ -145,7 +151,7 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	proto := r.Proto
-	kind, err := p.kinds.Select(Args{Protocol: proto})
+	kind, err := p.kinds.Select(engine.Args{Protocol: proto})
 	if proto == "" || proto == "HTTP/3.0" || err != nil {
 		p.refuse(w, &StatusError{Status: http.StatusNotImplemented, ProxyError: proxyErrHTTPRequestError,
 			Details: "unsupported :protocol"}, &p.counters.rejected)
@@ -162,7 +168,7 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 		req.ipScope = &ipScopeRequest{target: target, ipproto: ipproto}
 		req.Vars = map[string]string{"target": target, "ipproto": ipproto}
 	}
-	if proto == ProtocolConnectUDP {
+	if proto == engine.ProtocolConnectUDP {
 		if rk, ok := kind.(requestKind); ok && isUDPKind(rk.inner) {
 			vars, ok := p.udpTmpl.Match("https://" + r.Host + r.RequestURI)
 			if !ok {
@@ -217,13 +223,13 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 	}
 	req.datagrams = c.datagrams && c.h3.Settings().Datagram
 	if !p.admitTunnel() {
-		p.refuse(w, asStatusError(ErrTooManyTunnels), &p.counters.rejected)
+		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
 		return
 	}
 	defer p.releaseTunnel()
 
 	id := uint64(str.StreamID())
-	s, err := c.router.StartSession(r.Context(), id, Args{Protocol: proto, Value: req})
+	s, err := c.router.StartSession(r.Context(), id, engine.Args{Protocol: proto, Value: req})
 	if err != nil {
 		se := asStatusError(err)
 		p.log.Debug("masqroute: tunnel refused", "stream", id, "status", se.Status, "error", err)
@@ -245,14 +251,10 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 		<-req.ended
 		return
 	}
-	inner := s.handler
-	if rh, ok := inner.(*requestHandler); ok {
-		inner = rh.Handler
-	}
-	if e, ok := inner.(establisher); ok {
+	if e, ok := req.handler.(establisher); ok {
 		e.Established()
 	}
-	ch, _ := inner.(capsuleHandler)
+	ch, _ := req.handler.(capsuleHandler)
 	p.readCapsules(c, s, req, ch)
 }
 
@@ -272,7 +274,7 @@ type capsuleHandler interface {
 // ends. DATAGRAM capsules are dispatched like QUIC datagrams; unknown types
 // are skipped; a malformed or oversize capsule resets the stream with
 // H3_MESSAGE_ERROR (RFC 9297 §3.3).
-func (p *Proxy) readCapsules(c *proxyConn, s *Session, req *Request, ch capsuleHandler) {
+func (p *Proxy) readCapsules(c *proxyConn, s *engine.Session, req *Request, ch capsuleHandler) {
 	id := s.StreamID()
 	var extra []uint64
 	if ch != nil {

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 var soakDuration = flag.Duration("soak", 3*time.Second, "how long TestSoak runs (make soak: 2m)")
@@ -36,7 +36,7 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak")
 	}
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	// Warm up once so that lazily started runtime and quic-go goroutines
 	// are in the baseline.
 	warm := env.dial(t)
@@ -93,12 +93,12 @@ func TestSoak(t *testing.T) {
 	require.Equal(t, c.sent.Load(), dispatched, "client → proxy (QUIC)")
 	require.Equal(t, dispatched, delivered+d(st.Router.Dropped(), base.Router.Dropped()), "proxy router")
 	require.Zero(t, st.Router.Queued+st.Router.HeldNow)
-	tunnelDrops := func(s engine.ProxyStats) uint64 {
+	tunnelDrops := func(s proxy.Stats) uint64 {
 		return s.DropMalformed + s.DropUnknownContext + s.DropOversize + s.DropSendError
 	}
 	require.Equal(t, delivered, toTarget+d(tunnelDrops(st), tunnelDrops(base)), "tunnel → target socket")
 	require.Equal(t, toTarget, echoRecv, "target socket → echo (kernel)")
-	returnDrops := func(s engine.ProxyStats) uint64 { return s.DropReturnOversize + s.DropReturnSendError }
+	returnDrops := func(s proxy.Stats) uint64 { return s.DropReturnOversize + s.DropReturnSendError }
 	require.Equal(t, echoSent, toClient+d(returnDrops(st), returnDrops(base)), "echo → proxy → QUIC")
 	require.Equal(t, toClient, c.clientDispatched.Load(), "proxy → client (QUIC)")
 	require.Equal(t, c.clientDispatched.Load(), c.clientDelivered.Load()+c.clientDropped.Load(), "client router")

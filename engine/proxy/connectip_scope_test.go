@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func (m mapResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Add
 }
 
 func TestParseIPScope(t *testing.T) {
-	p, err := NewProxy(ProxyConfig{Resolver: mapResolver{"host.test": {netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}}, Logger: discardLogger()})
+	p, err := New(Config{Resolver: mapResolver{"host.test": {netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}}, Logger: discardLogger()})
 	require.NoError(t, err)
 	reach := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")}
 	ctx := context.Background()

@@ -1,4 +1,4 @@
-package engine
+package proxy
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/internal/udpio"
 )
@@ -25,9 +26,9 @@ func newTestTunnel(t testing.TB) (*udpTunnel, *countingSender) {
 	require.NoError(t, err)
 	t.Cleanup(func() { es.Close() })
 	snd := &countingSender{}
-	r := NewRouter(Options{Sender: snd, Logger: discardLogger()})
+	r := engine.NewRouter(engine.Options{Sender: snd, Logger: discardLogger()})
 	t.Cleanup(func() { r.Close() })
-	p, err := NewProxy(ProxyConfig{Logger: discardLogger(), IdleTimeout: -1})
+	p, err := New(Config{Logger: discardLogger(), IdleTimeout: -1})
 	require.NoError(t, err)
 	conn, err := udpio.Dial(context.Background(), es.Addr())
 	require.NoError(t, err)
@@ -36,7 +37,7 @@ func newTestTunnel(t testing.TB) (*udpTunnel, *countingSender) {
 	tun := &udpTunnel{p: p, s: s, conn: conn, req: &Request{datagrams: true, ended: make(chan struct{})},
 		target: es.Addr(), maxSize: 1500, done: make(chan struct{})}
 	go tun.RoutineUDPReceive()
-	t.Cleanup(func() { tun.Close(ErrUnregistered) })
+	t.Cleanup(func() { tun.Close(engine.ErrUnregistered) })
 	return tun, snd
 }
 
@@ -54,7 +55,7 @@ func TestUDPTunnelDoesNotAllocate(t *testing.T) {
 		batch[i] = append([]byte{0}, make([]byte, 1200)...) // context ID 0 + payload
 	}
 	tun.HandleDatagrams(batch) // warm up: buffers, pools
-	waitFor(t, "echoes", func() bool { return snd.n.Load() == 8 })
+	require.Eventually(t, func() bool { return snd.n.Load() == 8 }, 5*time.Second, time.Millisecond, "echoes")
 
 	allocs := testing.AllocsPerRun(200, func() {
 		before := snd.n.Load()

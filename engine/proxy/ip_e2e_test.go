@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"bytes"
@@ -22,11 +22,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/yosida95/uritemplate/v3"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/ippkt"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/engine/metrics"
 	"github.com/masqroute/masqroute/engine/packetio"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // ipEnv is a proxy serving CONNECT-IP into a userspace network whose host
@@ -41,9 +41,9 @@ func startIPProxy(t *testing.T, mtu int) *ipEnv {
 	t.Helper()
 	ns, err := packetio.NewNetstack(packetio.NetstackConfig{MTU: mtu})
 	require.NoError(t, err)
-	env := startProxy(t, engine.ProxyConfig{IP: &engine.IPConfig{
+	env := startProxy(t, proxy.Config{IP: &proxy.IPConfig{
 		Device:    ns,
-		Templates: []string{engine.DefaultIPTemplate, "https://{authority}/vpn"},
+		Templates: []string{proxy.DefaultIPTemplate, "https://{authority}/vpn"},
 	}})
 	hosts := ns.HostAddrs()
 	return &ipEnv{proxyEnv: env, ns: ns, host4: hosts[0], host6: hosts[1]}
@@ -99,11 +99,11 @@ func (e *ipEnv) dialIP(t *testing.T) (*connectip.Conn, netip.Addr, netip.Addr) {
 		require.Zero(t, a.RequestID, "unsolicited")
 		if a.IPPrefix.Addr().Is4() {
 			a4 = a.IPPrefix.Addr()
-			require.True(t, engine.DefaultIPPool4.Contains(a4))
+			require.True(t, proxy.DefaultIPPool4.Contains(a4))
 			require.Equal(t, 32, a.IPPrefix.Bits())
 		} else {
 			a6 = a.IPPrefix.Addr()
-			require.True(t, engine.DefaultIPPool6.Contains(a6))
+			require.True(t, proxy.DefaultIPPool6.Contains(a6))
 		}
 	}
 	require.True(t, a4.IsValid() && a6.IsValid(), "assigned %v", assigned)
@@ -423,7 +423,7 @@ func TestConnectIPReturnPacketTooBig(t *testing.T) {
 func TestConnectIPAbortsWithoutRoomFor1280(t *testing.T) {
 	ns, err := packetio.NewNetstack(packetio.NetstackConfig{})
 	require.NoError(t, err)
-	p, err := engine.NewProxy(engine.ProxyConfig{IP: &engine.IPConfig{Device: ns}, Logger: discardLog()})
+	p, err := proxy.New(proxy.Config{IP: &proxy.IPConfig{Device: ns}, Logger: discardLog()})
 	require.NoError(t, err)
 	defer p.Close()
 	tlsConf := loopbackCert(t).ServerTLS()

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/policy"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // exampleSetup returns a certificate, a policy that lets tunnels reach
@@ -68,18 +69,18 @@ func ExampleProxy_Serve() {
 	cert, pol, target := exampleSetup()
 	defer target.Close()
 
-	proxy, err := engine.NewProxy(engine.ProxyConfig{Policy: pol})
+	srv, err := proxy.New(proxy.Config{Policy: pol})
 	if err != nil {
 		log.Fatal(err)
 	}
 	tlsConf := cert.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, proxy.QUICConfig(nil))
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, srv.QUICConfig(nil))
 	if err != nil {
 		log.Fatal(err)
 	}
-	go proxy.Serve(ln)
-	defer proxy.Close()
+	go srv.Serve(ln)
+	defer srv.Close()
 
 	exampleEcho(ln.Addr().String(), cert, target.Addr())
 	// Output: echo: ping
@@ -91,13 +92,13 @@ func ExampleProxy_ServeConn() {
 	cert, pol, target := exampleSetup()
 	defer target.Close()
 
-	proxy, err := engine.NewProxy(engine.ProxyConfig{Policy: pol})
+	srv, err := proxy.New(proxy.Config{Policy: pol})
 	if err != nil {
 		log.Fatal(err)
 	}
 	tlsConf := cert.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, proxy.QUICConfig(&quic.Config{MaxIdleTimeout: time.Minute}))
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, srv.QUICConfig(&quic.Config{MaxIdleTimeout: time.Minute}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -108,10 +109,10 @@ func ExampleProxy_ServeConn() {
 			if err != nil {
 				return
 			}
-			go proxy.ServeConn(conn) // returns when the connection ends
+			go srv.ServeConn(conn) // returns when the connection ends
 		}
 	}()
-	defer proxy.Close()
+	defer srv.Close()
 
 	exampleEcho(ln.Addr().String(), cert, target.Addr())
 	// Output: echo: ping
@@ -126,20 +127,20 @@ func ExampleProxy_MASQUEHandler() {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "all good")
 	})
-	proxy, err := engine.NewProxy(engine.ProxyConfig{Policy: pol, Handler: mux})
+	srv, err := proxy.New(proxy.Config{Policy: pol, Handler: mux})
 	if err != nil {
 		log.Fatal(err)
 	}
-	mux.Handle("/.well-known/masque/", proxy.MASQUEHandler())
+	mux.Handle("/.well-known/masque/", srv.MASQUEHandler())
 
 	tlsConf := cert.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, proxy.QUICConfig(nil))
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, srv.QUICConfig(nil))
 	if err != nil {
 		log.Fatal(err)
 	}
-	go proxy.Serve(ln)
-	defer proxy.Close()
+	go srv.Serve(ln)
+	defer srv.Close()
 
 	// Your route, over plain HTTP/3.
 	tr := &http3.Transport{TLSClientConfig: cert.ClientTLS()}
@@ -159,15 +160,15 @@ func ExampleProxy_MASQUEHandler() {
 }
 
 // Plug in a session kind of your own for another :protocol, and a policy of
-// your own. The kind gets the request in Args.Value as *engine.Request.
-func ExampleProxyConfig_kinds() {
+// your own. The kind gets the request in Args.Value as *proxy.Request.
+func ExampleConfig_kinds() {
 	cert, _, target := exampleSetup()
 	defer target.Close()
 
 	kinds := engine.NewRegistry()
 	kinds.Register("connect-example", engine.KindFunc(
 		func(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
-			req := args.Value.(*engine.Request)
+			req := args.Value.(*proxy.Request)
 			fmt.Printf("starting %s tunnel on stream %d for %s\n", args.Protocol, s.StreamID(), req.HTTP.URL.Path)
 			return countingHandler{}, nil
 		}))
@@ -177,18 +178,18 @@ func ExampleProxyConfig_kinds() {
 		}
 		return nil
 	})
-	proxy, err := engine.NewProxy(engine.ProxyConfig{Kinds: kinds, Policy: onlyPort})
+	srv, err := proxy.New(proxy.Config{Kinds: kinds, Policy: onlyPort})
 	if err != nil {
 		log.Fatal(err)
 	}
 	tlsConf := cert.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, proxy.QUICConfig(nil))
+	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, srv.QUICConfig(nil))
 	if err != nil {
 		log.Fatal(err)
 	}
-	go proxy.Serve(ln)
-	defer proxy.Close()
+	go srv.Serve(ln)
+	defer srv.Close()
 
 	// Any HTTP/3 client can ask for the custom protocol.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,4 +1,4 @@
-package engine_test
+package proxy_test
 
 import (
 	"context"
@@ -13,8 +13,8 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 	"github.com/stretchr/testify/require"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/client"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 func appendCapsule(b []byte, typ uint64, value []byte) []byte {
@@ -26,7 +26,7 @@ func appendCapsule(b []byte, typ uint64, value []byte) []byte {
 // DATAGRAM capsules on the request stream are datagrams too; unknown
 // capsule types are skipped.
 func TestDatagramCapsuleAccepted(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.rawTunnelDial(t)
 	str := c.open(t)
 	require.Equal(t, 200, c.connect(t, str, env.echo.Addr().String()).StatusCode)
@@ -49,7 +49,7 @@ func TestBadCapsuleResetsStream(t *testing.T) {
 		"truncated": append(quicvarint.Append(quicvarint.Append(nil, 0), 10), "short"...),
 	} {
 		t.Run(name, func(t *testing.T) {
-			env := startProxy(t, engine.ProxyConfig{})
+			env := startProxy(t, proxy.Config{})
 			c := env.rawTunnelDial(t)
 			str := c.open(t)
 			require.Equal(t, 200, c.connect(t, str, env.echo.Addr().String()).StatusCode)
@@ -71,7 +71,7 @@ func TestBadCapsuleResetsStream(t *testing.T) {
 
 // The client resetting its stream mid-tunnel ends the tunnel at once.
 func TestPeerResetMidTunnel(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.rawTunnelDial(t)
 	str := c.open(t)
 	require.Equal(t, 200, c.connect(t, str, env.echo.Addr().String()).StatusCode)
@@ -91,7 +91,7 @@ func TestPeerResetMidTunnel(t *testing.T) {
 // The client closing its stream (FIN) ends the tunnel; masqroute's client
 // does that on Close.
 func TestClientCloseEndsTunnel(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.dial(t)
 	u := dialUDP(t, c, env.echo.Addr().String())
 	echoOnce(t, u, []byte("x"))
@@ -104,7 +104,7 @@ func TestClientCloseEndsTunnel(t *testing.T) {
 // A tunnel idle for longer than the idle timeout is closed by the proxy and
 // the client sees the end.
 func TestTunnelIdleTimeout(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{IdleTimeout: 150 * time.Millisecond})
+	env := startProxy(t, proxy.Config{IdleTimeout: 150 * time.Millisecond})
 	c := env.dial(t)
 	u := dialUDP(t, c, env.echo.Addr().String())
 	echoOnce(t, u, []byte("x"))
@@ -121,7 +121,7 @@ func TestTunnelIdleTimeout(t *testing.T) {
 func TestClientVanishes(t *testing.T) {
 	// quic-go takes no peer idle timeout below 5 s, so the proxy's own
 	// must be short for the test to be.
-	env := startProxyQUIC(t, engine.ProxyConfig{}, &quic.Config{MaxIdleTimeout: 500 * time.Millisecond})
+	env := startProxyQUIC(t, proxy.Config{}, &quic.Config{MaxIdleTimeout: 500 * time.Millisecond})
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	tr := &quic.Transport{Conn: udp}
@@ -156,7 +156,7 @@ func mustUDPAddr(t testing.TB, s string) *net.UDPAddr {
 // Graceful shutdown: GOAWAY, new requests refused, existing tunnels keep
 // working until they end or the deadline passes, then everything closes.
 func TestGracefulShutdown(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.dial(t)
 	u := dialUDP(t, c, env.echo.Addr().String())
 	echoOnce(t, u, []byte("before"))
@@ -187,7 +187,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 // Shutdown returns as soon as the last tunnel ends before the deadline.
 func TestGracefulShutdownWaitsForTunnels(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	c := env.dial(t)
 	u := dialUDP(t, c, env.echo.Addr().String())
 	shutdown := make(chan error, 1)
@@ -210,7 +210,7 @@ func TestGracefulShutdownWaitsForTunnels(t *testing.T) {
 // A client without HTTP/3 datagrams tunnels in DATAGRAM capsules both ways
 // (RFC 9297 §3.5).
 func TestCapsuleOnlyClient(t *testing.T) {
-	env := startProxy(t, engine.ProxyConfig{})
+	env := startProxy(t, proxy.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	qc, err := quic.DialAddr(ctx, env.addr, clientTLS(t), &quic.Config{}) // no QUIC datagrams
