@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// The control plane: one goroutine per router, RoutineControl, owns every
+// The control plane: one goroutine per router, routineControl, owns every
 // write to the session map and the live-session count. Public methods send
 // it a ctlMsg; Dispatch never does. The transitions it makes (pending →
 // cancelled, active → closed) are compare-and-swaps on the session's state
@@ -40,8 +40,8 @@ type ctlReply struct {
 	callErr error // the call itself failed
 }
 
-// RoutineControl is the body of the router's control-plane goroutine.
-func (r *Router) RoutineControl() {
+// routineControl is the body of the router's control-plane goroutine.
+func (r *Router) routineControl() {
 	defer r.wg.Done()
 	log := r.opts.Logger
 	log.Debug("masqroute: router control plane started")

@@ -139,30 +139,30 @@ func TestPullModeSession(t *testing.T) {
 	s, err := r.Register(0, nil)
 	require.NoError(t, err)
 	buf := make([][]byte, 4)
-	require.Zero(t, s.Pop(buf))
-	require.True(t, s.Arm(), "empty ring: may park")
+	require.Zero(t, s.pop(buf))
+	require.True(t, s.arm(), "empty ring: may park")
 
 	for i := range 6 {
 		require.Equal(t, Queued, r.Dispatch(0, []byte(fmt.Sprint(i))))
 	}
 	select {
-	case <-s.Notify():
+	case <-s.notify():
 	case <-time.After(5 * time.Second):
 		t.Fatal("no wake-up on the empty → non-empty edge")
 	}
-	s.Disarm()
-	require.Equal(t, 4, s.Pop(buf))
+	s.disarm()
+	require.Equal(t, 4, s.pop(buf))
 	require.Equal(t, "0", string(buf[0]))
-	require.Equal(t, 2, s.Pop(buf))
+	require.Equal(t, 2, s.pop(buf))
 	require.Equal(t, "5", string(buf[1]))
-	require.True(t, s.Arm(), "ring drained: may park again")
-	s.Disarm()
+	require.True(t, s.arm(), "ring drained: may park again")
+	s.disarm()
 
 	require.Equal(t, Queued, r.Dispatch(0, []byte("left behind")))
 	require.NoError(t, r.Unregister(0))
 	<-s.Done()
 	require.ErrorIs(t, s.Err(), ErrUnregistered)
-	require.Zero(t, s.Pop(buf))
+	require.Zero(t, s.pop(buf))
 	st := checkAccounting(t, r, 7)
 	require.Equal(t, uint64(6), st.Delivered)
 	require.Equal(t, uint64(1), st.DroppedClosed)

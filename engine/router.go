@@ -99,7 +99,7 @@ func (o Options) withDefaults() Options {
 //     ring push. It never takes a lock, never sends on a channel, never
 //     allocates, and never waits for the control plane. Any number of
 //     goroutines may call it at once.
-//   - The control plane is one goroutine per router (RoutineControl). It
+//   - The control plane is one goroutine per router (routineControl). It
 //     alone writes the session map: it starts, registers, unregisters and
 //     cancels sessions, and it handles stream resets and Close. Public
 //     methods other than Dispatch, Lookup and Stats send it a request.
@@ -154,7 +154,7 @@ func NewRouter(opts Options) *Router {
 		r.hold = newHoldQueue(opts.Hold)
 	}
 	r.wg.Add(1)
-	go r.RoutineControl()
+	go r.routineControl()
 	return r
 }
 
@@ -299,8 +299,8 @@ func (r *Router) StartSession(ctx context.Context, streamID uint64, args Args) (
 
 // Register makes h the owner of streamID's datagrams, with no init: the
 // session is active at once (the seed's register_session/3). A nil h makes
-// a pull-mode session, whose datagrams its owner takes with Session.Pop and
-// Session.Arm instead of a Handler; the client side uses it.
+// a pull-mode session, whose owner takes its datagrams itself instead of
+// through a Handler; engine/client uses it, through engine/internal/pull.
 func (r *Router) Register(streamID uint64, h Handler) (*Session, error) {
 	if err := checkStreamID(streamID); err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/masqroute/masqroute/engine/internal/pull"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/ringbuf"
 )
@@ -46,7 +47,7 @@ type Session struct {
 	// sessions.
 	initCancel context.CancelFunc
 
-	// pullMu serializes the consumers of a pull-mode session: Pop and
+	// pullMu serializes the consumers of a pull-mode session: pop and
 	// the teardown.
 	pullMu sync.Mutex
 
@@ -263,11 +264,13 @@ func (s *Session) teardown() {
 	r.counters.foldedDelivered.Add(s.delivered.Load())
 }
 
-// Pop moves up to len(dst) datagrams of a pull-mode session into dst and
+// pop moves up to len(dst) datagrams of a pull-mode session into dst and
 // returns how many; it does not block. The slices belong to the caller, who
 // passes them to Options.Release when done if the router's owner pools
-// them. Pop must not be called on a session that has a Handler.
-func (s *Session) Pop(dst [][]byte) int {
+// them. pop must not be called on a session that has a Handler. It and arm,
+// notify, disarm reach engine/client through engine/internal/pull (see
+// init), not as methods: they are not for embedders.
+func (s *Session) pop(dst [][]byte) int {
 	if !s.pull {
 		panic("engine: Pop on a session with a Handler")
 	}
@@ -281,25 +284,15 @@ func (s *Session) Pop(dst [][]byte) int {
 	return n
 }
 
-// Arm, Notify and Disarm let the owner of a pull-mode session park until
-// its ring becomes non-empty, together with its own deadlines:
-//
-//	if s.Arm() {
-//		select {
-//		case <-s.Notify():
-//		case <-s.Done():
-//		case <-deadline:
-//		}
-//		s.Disarm()
-//	}
-//	n := s.Pop(buf)
-//
-// Arm returns false when there is something to pop already, or when the
-// session has ended (then Done is closed, or about to be). Only one
-// goroutine may wait at a time.
-func (s *Session) Arm() bool               { return s.ring.Arm() }
-func (s *Session) Notify() <-chan struct{} { return s.ring.Notify() }
-func (s *Session) Disarm()                 { s.ring.Disarm() }
+// arm, notify and disarm let the owner of a pull-mode session park until
+// its ring becomes non-empty; pull.Ops documents the protocol.
+func (s *Session) arm() bool               { return s.ring.Arm() }
+func (s *Session) notify() <-chan struct{} { return s.ring.Notify() }
+func (s *Session) disarm()                 { s.ring.Disarm() }
+
+func init() {
+	pull.Set(pull.Ops[Session]{Pop: (*Session).pop, Arm: (*Session).arm, Notify: (*Session).notify, Disarm: (*Session).disarm})
+}
 
 // teardownPull ends a pull-mode session's ring under pullMu, so no Pop runs
 // concurrently with the Drain.

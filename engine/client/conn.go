@@ -128,8 +128,8 @@ func NewConn(qc *quic.Conn, authority string, cfg *Config) (*Conn, error) {
 		Logger: log,
 	})
 	c.wg.Add(2)
-	go c.RoutineReceiveDatagrams()
-	go c.RoutineAcceptUniStreams()
+	go c.routineReceiveDatagrams()
+	go c.routineAcceptUniStreams()
 	return c, nil
 }
 
@@ -151,8 +151,8 @@ func (c *Conn) Close() error {
 // Context is cancelled when the connection closes.
 func (c *Conn) Context() context.Context { return c.qc.Context() }
 
-// RoutineReceiveDatagrams dispatches the connection's datagrams to tunnels.
-func (c *Conn) RoutineReceiveDatagrams() {
+// routineReceiveDatagrams dispatches the connection's datagrams to tunnels.
+func (c *Conn) routineReceiveDatagrams() {
 	defer c.wg.Done()
 	err := c.router.ReceiveDatagrams(c.qc.Context(), c.qc)
 	if errors.Is(err, engine.ErrBadDatagram) {
@@ -160,9 +160,9 @@ func (c *Conn) RoutineReceiveDatagrams() {
 	}
 }
 
-// RoutineAcceptUniStreams takes the proxy's unidirectional streams: its
+// routineAcceptUniStreams takes the proxy's unidirectional streams: its
 // control stream (SETTINGS, GOAWAY) is read here; QPACK streams are drained.
-func (c *Conn) RoutineAcceptUniStreams() {
+func (c *Conn) routineAcceptUniStreams() {
 	defer c.wg.Done()
 	var streams sync.WaitGroup
 	defer streams.Wait()

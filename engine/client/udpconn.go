@@ -19,6 +19,7 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/pull"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
@@ -127,7 +128,7 @@ func (c *Conn) DialUDP(ctx context.Context, target string) (*UDPConn, error) {
 	}
 	uc.deadline.init()
 	c.wg.Add(1)
-	go uc.RoutineReadCapsules()
+	go uc.routineReadCapsules()
 	return uc, nil
 }
 
@@ -165,7 +166,7 @@ func (u *UDPConn) Read(b []byte) (int, error) {
 			}
 			return copy(b, payload), nil
 		}
-		if n := u.s.Pop(u.popBuf); n > 0 {
+		if n := pullOps.Pop(u.s, u.popBuf); n > 0 {
 			u.pending = u.popBuf[:n]
 			continue
 		}
@@ -175,10 +176,15 @@ func (u *UDPConn) Read(b []byte) (int, error) {
 	}
 }
 
+// pullOps consume a tunnel's pull-mode session (its Router.Register with a
+// nil Handler): the tunnel's reader pops datagrams itself, with its own
+// deadline, instead of having a session goroutine hand them over.
+var pullOps = pull.Get[engine.Session]()
+
 // wait parks until a datagram arrives, the deadline passes or the tunnel
 // ends.
 func (u *UDPConn) wait() error {
-	if !u.s.Arm() {
+	if !pullOps.Arm(u.s) {
 		// Something to pop, or the session has ended (a closed ring is
 		// never parked on).
 		select {
@@ -188,9 +194,9 @@ func (u *UDPConn) wait() error {
 			return nil
 		}
 	}
-	defer u.s.Disarm()
+	defer pullOps.Disarm(u.s)
 	select {
-	case <-u.s.Notify():
+	case <-pullOps.Notify(u.s):
 		return nil
 	case <-u.s.Done():
 		// Datagrams queued before the end were discarded with the
@@ -253,10 +259,10 @@ func (u *UDPConn) writeCapsule(b []byte) error {
 // WriteTo is Write; addr is ignored, as the tunnel has one target.
 func (u *UDPConn) WriteTo(b []byte, _ net.Addr) (int, error) { return u.Write(b) }
 
-// RoutineReadCapsules reads the proxy's capsules until the stream ends:
+// routineReadCapsules reads the proxy's capsules until the stream ends:
 // DATAGRAM capsules are dispatched like datagrams; the end of the stream
 // ends the tunnel.
-func (u *UDPConn) RoutineReadCapsules() {
+func (u *UDPConn) routineReadCapsules() {
 	defer u.c.wg.Done()
 	defer close(u.capsules)
 	id := u.s.StreamID()

@@ -34,7 +34,7 @@ func Listen(addr string) (*Server, error) {
 	_ = conn.SetWriteBuffer(8 << 20)
 	s := &Server{conn: conn}
 	s.wg.Add(1)
-	go s.RoutineEcho()
+	go s.routineEcho()
 	return s, nil
 }
 
@@ -43,8 +43,8 @@ func (s *Server) Addr() netip.AddrPort {
 	return s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-// RoutineEcho is the server's only goroutine.
-func (s *Server) RoutineEcho() {
+// routineEcho is the server's only goroutine.
+func (s *Server) routineEcho() {
 	defer s.wg.Done()
 	buf := make([]byte, 64<<10)
 	for {

@@ -16,7 +16,7 @@ import (
 // layer masqroute runs on it, and the Router that owns all its datagrams.
 //
 // Goroutines per connection: h3's accept loops and request handlers (one
-// per tunnel, reading the tunnel's capsules), RoutineReceiveDatagrams (the
+// per tunnel, reading the tunnel's capsules), routineReceiveDatagrams (the
 // single consumer of the connection's QUIC datagrams), and the router's
 // control plane. ServeConn returns after all of them have ended.
 type proxyConn struct {
@@ -79,7 +79,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		rx := make(chan struct{})
 		go func() {
 			defer close(rx)
-			c.RoutineReceiveDatagrams()
+			c.routineReceiveDatagrams()
 		}()
 		err = hc.Serve() // returns once the connection closed and every handler returned
 		<-rx
@@ -107,11 +107,11 @@ func (c *proxyConn) goAway() {
 	}
 }
 
-// RoutineReceiveDatagrams is the only reader of the connection's QUIC
+// routineReceiveDatagrams is the only reader of the connection's QUIC
 // datagrams: it parses the quarter stream ID and hands the payload to the
 // router. A datagram whose quarter stream ID does not parse is a connection
 // error (RFC 9297 §2.1).
-func (c *proxyConn) RoutineReceiveDatagrams() {
+func (c *proxyConn) routineReceiveDatagrams() {
 	log := c.p.log
 	log.Debug("masqroute: datagram receiver started", "remote", c.qc.RemoteAddr())
 	defer log.Debug("masqroute: datagram receiver stopped", "remote", c.qc.RemoteAddr())

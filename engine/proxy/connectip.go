@@ -23,8 +23,8 @@ import (
 //	client → network (sequential per tunnel, the session goroutine):
 //	    ring batch → ipTunnel.HandleDatagrams → source/scope/hop-limit checks → Device.WritePackets
 //	network → client (one reader per proxy, then one goroutine per tunnel):
-//	    Device.ReadPackets → RoutineDeviceReceive: destination → tunnel (shardmap, wait-free)
-//	    → the tunnel's return ring (wait-free push) → RoutineIPReturn → checks → SendDatagram
+//	    Device.ReadPackets → routineDeviceReceive: destination → tunnel (shardmap, wait-free)
+//	    → the tunnel's return ring (wait-free push) → routineIPReturn → checks → SendDatagram
 //
 // The return path has a ring and a goroutine per tunnel so that one
 // client's full QUIC send queue stalls only that client, never the reader
@@ -89,12 +89,12 @@ type ipNet struct {
 
 	// by4 and by6 find the tunnel of an assigned address by its offset in
 	// its pool. Written when tunnels start and end, read by
-	// RoutineDeviceReceive for every packet.
+	// routineDeviceReceive for every packet.
 	by4, by6 *shardmap.Map[ipTunnel]
 
 	bufs    ipBufPool
 	c       ipCounters
-	done    chan struct{} // closed when RoutineDeviceReceive has ended
+	done    chan struct{} // closed when routineDeviceReceive has ended
 	closing atomic.Bool
 }
 
@@ -145,7 +145,7 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 	if n.reach == nil {
 		n.reach = ipaddr.Complement(policy.InternalPrefixes())
 	}
-	go n.RoutineDeviceReceive()
+	go n.routineDeviceReceive()
 	return n, nil
 }
 
@@ -213,7 +213,7 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 	n.by4.Store(t.off4, t) // publish: return traffic for the address reaches t from now on
 	n.by6.Store(t.off6, t)
 	n.p.trackTunnel(&t.c, true)
-	go t.RoutineIPReturn()
+	go t.routineIPReturn()
 	return t, nil
 }
 

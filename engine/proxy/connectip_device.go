@@ -21,11 +21,11 @@ type ipCounters struct {
 	mtuAborts       atomic.Uint64 // tunnels aborted: no 1280-byte datagrams
 }
 
-// RoutineDeviceReceive is the one reader of the CONNECT-IP device: it finds
+// routineDeviceReceive is the one reader of the CONNECT-IP device: it finds
 // each packet's tunnel by destination address (a wait-free shardmap lookup)
 // and pushes the packet onto that tunnel's return ring (a wait-free push).
 // It never waits for a tunnel.
-func (n *ipNet) RoutineDeviceReceive() {
+func (n *ipNet) routineDeviceReceive() {
 	defer close(n.done)
 	log := n.p.log
 	log.Debug("masqroute: CONNECT-IP device reader started")

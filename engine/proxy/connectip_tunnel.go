@@ -53,8 +53,8 @@ type ipTunnel struct {
 
 	// The return path.
 	ret       *ringbuf.Ring[*ipBuf]
-	retICMP   icmpLimiter   // RoutineIPReturn's
-	done      chan struct{} // closed when RoutineIPReturn has ended
+	retICMP   icmpLimiter   // routineIPReturn's
+	done      chan struct{} // closed when routineIPReturn has ended
 	closeOnce sync.Once
 
 	// capMu serializes capsule handling (the request's goroutine) with
@@ -279,9 +279,9 @@ func (t *ipTunnel) sendICMPToClient(reply []byte, err error) {
 	}
 }
 
-// RoutineIPReturn sends the packets RoutineDeviceReceive queued for this
+// routineIPReturn sends the packets routineDeviceReceive queued for this
 // tunnel to the client.
-func (t *ipTunnel) RoutineIPReturn() {
+func (t *ipTunnel) routineIPReturn() {
 	defer close(t.done)
 	batch := make([]*ipBuf, 32)
 	for {
@@ -360,7 +360,7 @@ func (t *ipTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
 		t.n.by4.CompareAndDelete(t.off4, t) // unpublish before release
 		t.n.by6.CompareAndDelete(t.off6, t)
-		t.ret.Close() // RoutineIPReturn wakes and ends
+		t.ret.Close() // routineIPReturn wakes and ends
 		<-t.done
 		t.n.pool4.Release(t.off4)
 		t.n.pool6.Release(t.off6)

@@ -22,7 +22,7 @@ import (
 //
 //	client → target (sequential, the session goroutine):
 //	    ring batch → HandleDatagrams → context ID check → udpio.WriteBatch (sendmmsg)
-//	target → client (sequential, RoutineUDPReceive, one goroutine per tunnel):
+//	target → client (sequential, routineUDPReceive, one goroutine per tunnel):
 //	    udpio.ReadBatch (recvmmsg) into pooled buffers with headroom
 //	    → header written in front → quic.Conn.SendDatagram (or a DATAGRAM capsule)
 //
@@ -33,7 +33,7 @@ import (
 // Config.IdleTimeout.
 var ErrIdleTimeout = errors.New("masqroute: tunnel idle timeout")
 
-// udpReadBatch is the most buffers RoutineUDPReceive reads into at once.
+// udpReadBatch is the most buffers routineUDPReceive reads into at once.
 // It starts with one and doubles the batch while reads fill it, halving it
 // again after udpShrinkAfter reads that do not: a busy tunnel reads in
 // batches (recvmmsg), an idle one holds a single 2 KiB buffer while it
@@ -82,7 +82,7 @@ func (k *udpKind) Start(ctx context.Context, s *engine.Session, args engine.Args
 		t.idle = time.AfterFunc(p.cfg.IdleTimeout, t.checkIdle)
 	}
 	p.trackTunnel(&t.c, true)
-	go t.RoutineUDPReceive()
+	go t.routineUDPReceive()
 	return t, nil
 }
 
@@ -137,7 +137,7 @@ type udpTunnel struct {
 	writes [][]byte
 
 	closeOnce sync.Once
-	done      chan struct{} // closed when RoutineUDPReceive has ended
+	done      chan struct{} // closed when routineUDPReceive has ended
 }
 
 func (t *udpTunnel) touch() { t.lastActive.Store(time.Now().UnixNano()) }
@@ -201,8 +201,8 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 	clear(t.writes)
 }
 
-// RoutineUDPReceive reads the target's replies and sends them to the client.
-func (t *udpTunnel) RoutineUDPReceive() {
+// routineUDPReceive reads the target's replies and sends them to the client.
+func (t *udpTunnel) routineUDPReceive() {
 	defer close(t.done)
 	log := t.p.log
 	log.Debug("masqroute: tunnel receive started", "stream", t.s.StreamID(), "target", t.target)
@@ -286,7 +286,7 @@ func (t *udpTunnel) sendToClient(b *udpio.Buffer, n int) {
 }
 
 // Close ends the tunnel: the socket is closed, which ends
-// RoutineUDPReceive, and Close waits for it so that no goroutine outlives
+// routineUDPReceive, and Close waits for it so that no goroutine outlives
 // the session and nothing writes to the request stream afterwards.
 func (t *udpTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {

@@ -36,7 +36,7 @@ func newTestTunnel(t testing.TB) (*udpTunnel, *countingSender) {
 	require.NoError(t, err)
 	tun := &udpTunnel{p: p, s: s, conn: conn, req: &Request{datagrams: true, ended: make(chan struct{})},
 		target: es.Addr(), maxSize: 1500, done: make(chan struct{})}
-	go tun.RoutineUDPReceive()
+	go tun.routineUDPReceive()
 	t.Cleanup(func() { tun.Close(engine.ErrUnregistered) })
 	return tun, snd
 }
