@@ -11,6 +11,14 @@ import (
 // cancelled, active → closed) are compare-and-swaps on the session's state
 // word, because the init goroutine makes the competing ones (pending →
 // active, pending → failed) without asking it.
+//
+// Naming: a method called ctlFoo runs only on the control-plane goroutine
+// (routineControl, or the shutdown it ends with). That goroutine is the
+// single writer of the session map, of Router.live and of the hold queue's
+// list, and being on it is what serializes these methods: they take no
+// lock, so calling one from any other goroutine is a data race. (fooLocked
+// would say a mutex is held; none is.) The hold queue's ctl methods are in
+// hold.go.
 
 type ctlOp uint8
 
@@ -57,11 +65,11 @@ func (r *Router) routineControl() {
 	}
 	for {
 		if r.hold != nil {
-			holdC = r.armHoldLocked(holdTimer)
+			holdC = r.ctlArmHold(holdTimer)
 		}
 		select {
 		case m := <-r.ctl:
-			r.handleLocked(m)
+			r.ctlHandle(m)
 		case <-holdWake:
 			r.hold.disarm()
 		case <-holdC:
@@ -69,44 +77,43 @@ func (r *Router) routineControl() {
 			if holdTimer != nil {
 				holdTimer.Stop()
 			}
-			r.shutdownLocked()
+			r.ctlShutdown()
 			return
 		}
 	}
 }
 
-// handleLocked performs one control request. "Locked" here means: on the
-// control-plane goroutine, which is what serializes these operations.
-func (r *Router) handleLocked(m ctlMsg) {
+// ctlHandle performs one control request.
+func (r *Router) ctlHandle(m ctlMsg) {
 	var res ctlReply
 	switch m.op {
 	case opStart:
-		res.s, res.callErr = r.startLocked(m.id, m.kind, m.args)
+		res.s, res.callErr = r.ctlStart(m.id, m.kind, m.args)
 	case opRegister:
-		res.s, res.callErr = r.registerLocked(m.id, m.handler)
+		res.s, res.callErr = r.ctlRegister(m.id, m.handler)
 	case opCancel:
-		if s := r.sessions.Load(m.id); s != nil && !r.cancelLocked(s, m.reason) &&
+		if s := r.sessions.Load(m.id); s != nil && !r.ctlCancel(s, m.reason) &&
 			s.state.load() == StateActive {
 			res.err = ErrAlreadyActive
 		}
 	case opEnd:
 		if s := r.sessions.Load(m.id); s != nil {
-			r.endLocked(s, m.reason)
+			r.ctlEnd(s, m.reason)
 		}
 	case opEndSession:
-		r.endLocked(m.s, m.reason)
+		r.ctlEnd(m.s, m.reason)
 	case opForget:
-		r.forgetLocked(m.s)
+		r.ctlForget(m.s)
 	}
 	if m.reply != nil {
 		m.reply <- res
 	}
 }
 
-// admitLocked decides whether a session for id may be created. A stream
+// ctlAdmit decides whether a session for id may be created. A stream
 // that already has a session is refused as such even at the tunnel limit:
 // the more specific reason wins (found by FuzzRouter).
-func (r *Router) admitLocked(id uint64) error {
+func (r *Router) ctlAdmit(id uint64) error {
 	if r.sessions.Load(id) != nil {
 		r.counters.rejectedExists.Add(1)
 		return ErrStreamExists
@@ -118,14 +125,14 @@ func (r *Router) admitLocked(id uint64) error {
 	return nil
 }
 
-func (r *Router) startLocked(id uint64, kind Kind, args Args) (*Session, error) {
-	if err := r.admitLocked(id); err != nil {
+func (r *Router) ctlStart(id uint64, kind Kind, args Args) (*Session, error) {
+	if err := r.ctlAdmit(id); err != nil {
 		return nil, err
 	}
 	s := newSession(r, id, args.Protocol, StatePending, r.opts.PendingBuffer)
 	ctx, cancel := context.WithTimeout(r.baseCtx, r.opts.InitTimeout)
 	s.initCancel = cancel
-	r.insertLocked(s)
+	r.ctlInsert(s)
 	r.counters.started.Add(1)
 	r.counters.pending.Add(1)
 	r.wg.Add(1)
@@ -133,15 +140,15 @@ func (r *Router) startLocked(id uint64, kind Kind, args Args) (*Session, error) 
 	return s, nil
 }
 
-func (r *Router) registerLocked(id uint64, h Handler) (*Session, error) {
-	if err := r.admitLocked(id); err != nil {
+func (r *Router) ctlRegister(id uint64, h Handler) (*Session, error) {
+	if err := r.ctlAdmit(id); err != nil {
 		return nil, err
 	}
 	s := newSession(r, id, "", StateActive, r.opts.RingSize)
 	s.handler = h
 	s.pull = h == nil
 	close(s.ready)
-	r.insertLocked(s)
+	r.ctlInsert(s)
 	r.counters.registered.Add(1)
 	r.counters.active.Add(1)
 	if h != nil {
@@ -151,19 +158,19 @@ func (r *Router) registerLocked(id uint64, h Handler) (*Session, error) {
 	return s, nil
 }
 
-// insertLocked publishes s in the map, then hands it any datagrams that were
+// ctlInsert publishes s in the map, then hands it any datagrams that were
 // held for its stream, in arrival order.
-func (r *Router) insertLocked(s *Session) {
+func (r *Router) ctlInsert(s *Session) {
 	if r.hold != nil {
-		r.releaseHeldLocked(s)
+		r.ctlReleaseHeld(s)
 	}
 	r.sessions.Store(s.id, s) // publish the session: Dispatch may push from now on
 	r.live++
 }
 
-// removeLocked unpublishes s (if it is still the session routed for its
+// ctlRemove unpublishes s (if it is still the session routed for its
 // stream) and frees its place under MaxTunnels.
-func (r *Router) removeLocked(s *Session) bool {
+func (r *Router) ctlRemove(s *Session) bool {
 	if r.sessions.CompareAndDelete(s.id, s) {
 		r.live--
 		return true
@@ -171,26 +178,26 @@ func (r *Router) removeLocked(s *Session) bool {
 	return false
 }
 
-// cancelLocked moves a pending session to cancelled and releases its
+// ctlCancel moves a pending session to cancelled and releases its
 // starter with reason. It reports whether it made the transition.
-func (r *Router) cancelLocked(s *Session, reason error) bool {
+func (r *Router) ctlCancel(s *Session, reason error) bool {
 	if !s.state.transition(StatePending, StateCancelled) {
 		return false
 	}
 	r.counters.cancelled.Add(1)
 	r.counters.pending.Add(-1)
 	s.startErr.store(reason)
-	r.removeLocked(s)
+	r.ctlRemove(s)
 	s.ring.Close() // refuse further datagrams; the init goroutine drains
 	s.initCancel()
 	close(s.ready) // release the starter at once
 	return true
 }
 
-// endLocked ends s whatever its state: a pending session is cancelled, an
+// ctlEnd ends s whatever its state: a pending session is cancelled, an
 // active one closed. Terminal sessions are left alone.
-func (r *Router) endLocked(s *Session, reason error) {
-	if r.cancelLocked(s, reason) {
+func (r *Router) ctlEnd(s *Session, reason error) {
+	if r.ctlCancel(s, reason) {
 		return
 	}
 	if !s.state.transition(StateActive, StateClosed) {
@@ -199,7 +206,7 @@ func (r *Router) endLocked(s *Session, reason error) {
 	r.counters.closed.Add(1)
 	r.counters.active.Add(-1)
 	s.endReason.store(reason)
-	r.removeLocked(s)
+	r.ctlRemove(s)
 	s.ring.Close() // refuses further datagrams and wakes the session goroutine
 	close(s.done)  // tell the pull-mode owner, and Done's other watchers
 	if s.pull {
@@ -207,11 +214,11 @@ func (r *Router) endLocked(s *Session, reason error) {
 	}
 }
 
-// forgetLocked removes a session whose init failed and releases its
+// ctlForget removes a session whose init failed and releases its
 // starter. Whoever removes a failed session from the map releases it, so
-// that happens exactly once (here, or in shutdownLocked).
-func (r *Router) forgetLocked(s *Session) {
-	if r.removeLocked(s) {
+// that happens exactly once (here, or in ctlShutdown).
+func (r *Router) ctlForget(s *Session) {
+	if r.ctlRemove(s) {
 		close(s.ready)
 	}
 }
@@ -221,19 +228,19 @@ func (s *Session) routineSession() {
 	s.drain()
 }
 
-// shutdownLocked ends every session and answers every queued request. It
+// ctlShutdown ends every session and answers every queued request. It
 // runs once, when Close is called.
-func (r *Router) shutdownLocked() {
+func (r *Router) ctlShutdown() {
 	r.sessions.Range(func(_ uint64, s *Session) bool {
-		r.endLocked(s, ErrRouterClosed)
+		r.ctlEnd(s, ErrRouterClosed)
 		if s.state.load() == StateFailed {
-			r.forgetLocked(s) // its opForget may never come
+			r.ctlForget(s) // its opForget may never come
 		}
 		return true
 	})
 	r.baseCancel()
 	if r.hold != nil {
-		r.dropAllHeldLocked()
+		r.ctlDropAllHeld()
 	}
 	close(r.stopped)
 	// Answer requests that raced with Close; call() also watches stopped.

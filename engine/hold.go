@@ -67,13 +67,13 @@ func (q *holdQueue) tryHold(id uint64, d []byte) bool {
 func (q *holdQueue) notify() <-chan struct{} { return q.ring.Notify() }
 func (q *holdQueue) disarm()                 { q.ring.Disarm() }
 
-// armHoldLocked collects newly held datagrams, expires old ones, arms the
+// ctlArmHold collects newly held datagrams, expires old ones, arms the
 // ring's wake-up and returns the channel of a timer that fires when the
 // oldest held datagram expires (nil when nothing is held).
-func (r *Router) armHoldLocked(timer *time.Timer) <-chan time.Time {
+func (r *Router) ctlArmHold(timer *time.Timer) <-chan time.Time {
 	q := r.hold
 	for {
-		r.collectHeldLocked()
+		r.ctlCollectHeld()
 		if !q.ring.Arm() {
 			q.ring.Disarm()
 			continue // something arrived meanwhile
@@ -81,7 +81,7 @@ func (r *Router) armHoldLocked(timer *time.Timer) <-chan time.Time {
 		break
 	}
 	now := time.Now()
-	r.expireHeldLocked(now)
+	r.ctlExpireHeld(now)
 	if len(q.list) == 0 {
 		timer.Stop()
 		return nil
@@ -90,9 +90,9 @@ func (r *Router) armHoldLocked(timer *time.Timer) <-chan time.Time {
 	return timer.C
 }
 
-// collectHeldLocked moves datagrams from the ring to the list, handing over
+// ctlCollectHeld moves datagrams from the ring to the list, handing over
 // at once those whose session appeared while they were in flight.
-func (r *Router) collectHeldLocked() {
+func (r *Router) ctlCollectHeld() {
 	q := r.hold
 	var buf [16]heldDatagram
 	now := time.Now()
@@ -103,11 +103,11 @@ func (r *Router) collectHeldLocked() {
 		}
 		for _, h := range buf[:n] {
 			if s := r.sessions.Load(h.id); s != nil {
-				r.handOverLocked(s, h.d)
+				r.ctlHandOver(s, h.d)
 				continue
 			}
 			if len(q.list) == q.opts.Max {
-				r.dropHeldLocked(q.list[0])
+				r.ctlDropHeld(q.list[0])
 				q.list = append(q.list[:0], q.list[1:]...)
 			}
 			h.at = now
@@ -117,11 +117,11 @@ func (r *Router) collectHeldLocked() {
 	}
 }
 
-func (r *Router) expireHeldLocked(now time.Time) {
+func (r *Router) ctlExpireHeld(now time.Time) {
 	q := r.hold
 	i := 0
 	for i < len(q.list) && now.Sub(q.list[i].at) >= q.opts.Timeout {
-		r.dropHeldLocked(q.list[i])
+		r.ctlDropHeld(q.list[i])
 		i++
 	}
 	if i > 0 {
@@ -131,16 +131,16 @@ func (r *Router) expireHeldLocked(now time.Time) {
 	}
 }
 
-// releaseHeldLocked hands s the datagrams held for its stream, oldest first.
+// ctlReleaseHeld hands s the datagrams held for its stream, oldest first.
 // It runs before s is published, so they precede every datagram dispatched
 // to s directly, except one in flight at the moment of publication.
-func (r *Router) releaseHeldLocked(s *Session) {
+func (r *Router) ctlReleaseHeld(s *Session) {
 	q := r.hold
-	r.collectHeldLocked()
+	r.ctlCollectHeld()
 	kept := q.list[:0]
 	for _, h := range q.list {
 		if h.id == s.id {
-			r.handOverLocked(s, h.d)
+			r.ctlHandOver(s, h.d)
 			continue
 		}
 		kept = append(kept, h)
@@ -149,7 +149,7 @@ func (r *Router) releaseHeldLocked(s *Session) {
 	q.list = kept
 }
 
-func (r *Router) handOverLocked(s *Session, d []byte) {
+func (r *Router) ctlHandOver(s *Session, d []byte) {
 	if s.ring.TryPush(d) {
 		r.counters.heldDelivered.Add(1)
 		return
@@ -158,18 +158,18 @@ func (r *Router) handOverLocked(s *Session, d []byte) {
 	r.release(d)
 }
 
-func (r *Router) dropHeldLocked(h heldDatagram) {
+func (r *Router) ctlDropHeld(h heldDatagram) {
 	r.counters.heldDropped.Add(1)
 	r.release(h.d)
 }
 
-// dropAllHeldLocked empties the hold queue at shutdown.
-func (r *Router) dropAllHeldLocked() {
+// ctlDropAllHeld empties the hold queue at shutdown.
+func (r *Router) ctlDropAllHeld() {
 	q := r.hold
 	q.ring.Close()
-	q.ring.Drain(func(h heldDatagram) { r.dropHeldLocked(h) })
+	q.ring.Drain(func(h heldDatagram) { r.ctlDropHeld(h) })
 	for _, h := range q.list {
-		r.dropHeldLocked(h)
+		r.ctlDropHeld(h)
 	}
 	clear(q.list)
 	q.list = q.list[:0]
