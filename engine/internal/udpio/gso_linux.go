@@ -34,6 +34,20 @@ package udpio
 // every Conn, or for this Conn only, see gsoRefused), counts it and
 // sends the same datagrams again without it: no datagram is lost.
 
+// No GRO on the receive side, on purpose. With UDP_GRO the kernel hands
+// one recvmsg a chain of same-size datagrams as one buffer of up to 64 KiB
+// with a gso_size control message. ReadBatch and TryReadBatch fill the
+// caller's buffers, MaxPayload bytes each, one datagram per buffer, and
+// return what fit: a coalesced chain would need its own 64 KiB buffer per
+// message (2 MiB per Conn for a batch of 32), a copy out of it into the
+// caller's buffers, and somewhere to keep the segments that did not fit
+// until the next call, which would make a Conn hold datagrams the socket
+// no longer does and break the edge-triggered rule in TryReadBatch (an
+// empty socket with datagrams still held gets no new edge). Targets
+// rarely send runs of same-size datagrams back to back anyway. A reader
+// that owns 64 KiB buffers and hands out slices of them could do it; that
+// is a different API.
+
 import (
 	"sync"
 	"syscall"

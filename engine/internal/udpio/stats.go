@@ -8,6 +8,7 @@ package udpio
 //     already count a call whose WriteSyscalls increment Stats missed).
 //     Ratios over an interval (datagrams per system call) are what the
 //     counters are for, and those are exact once traffic stops.
+//   - The counters count the Linux data path; off Linux they stay at 0.
 //   - Counters are added once per system call or per poller turn, never
 //     per datagram: a batch of 32 costs one atomic add per counter.
 //   - Each group is written by one side of the data path (the writers,
