@@ -15,6 +15,12 @@
 // the system calls itself with unix.Syscall6, and allocates nothing per
 // call.
 //
+// On Linux, WriteBatch coalesces runs of same-size datagrams with UDP GSO
+// (gso_linux.go), and a Poller (poller_linux.go) lets one goroutine serve
+// the reads of many Conns through edge-triggered epoll and TryReadBatch,
+// instead of a goroutine parked per socket. Stats reports the package's
+// counters: system calls and datagrams each way, GSO, poller wake-ups.
+//
 // A tunnel uses a Conn from two goroutines: its reader calls ReadBatch in a
 // loop and its session writes with WriteBatch. Each direction has its own
 // syscall arrays, so the two never contend; two concurrent readers, or two
@@ -140,9 +146,39 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int) (n, truncated int, err erro
 	return c.readBatch(bufs, sizes)
 }
 
+// TryReadBatch is ReadBatch that never waits: it makes one recvmmsg (one
+// recvmsg on the fallback path) and returns what it found. An empty
+// socket returns n == 0, truncated == 0 and a nil error. Datagrams, the
+// truncation rule, errors and the one-reader rule are ReadBatch's
+// (TryReadBatch and ReadBatch share the reader's state: never call them
+// concurrently); the read deadline is not waited on, but a deadline that
+// has already passed still fails the call.
+//
+// It is meant for a Poller's handler. With edge-triggered readiness, a
+// read that returns fewer datagrams than it had room for,
+// n+truncated < min(len(bufs), len(sizes), IdealBatchSize), has emptied
+// the socket: the handler's turn is over, and a datagram that arrives
+// later raises a new edge, so no read is spent just to learn EAGAIN. A
+// read that fills its room may have left more behind: the handler says so
+// by returning true, and the Poller calls it again in its next round (see
+// Poller). After a classified error (ErrTargetUnreachable, ErrTooLarge)
+// datagrams may still be queued: return true as well.
+//
+// Off Linux it returns errors.ErrUnsupported.
+func (c *Conn) TryReadBatch(bufs [][]byte, sizes []int) (n, truncated int, err error) {
+	return c.tryReadBatch(bufs, sizes)
+}
+
 // WriteBatch sends each of bufs as one datagram, in order, in as few
 // system calls as the OS allows (one per IdealBatchSize datagrams on
 // Linux). There is no delivery guarantee: UDP may drop any datagram.
+//
+// On Linux, runs of consecutive datagrams of one size (the last of a run
+// may be shorter) go to the kernel as one GSO message each (UDP_SEGMENT),
+// so the kernel builds one packet chain per run instead of one per
+// datagram; the receiver still gets the same datagrams. If the kernel
+// refuses GSO, WriteBatch switches it off and sends those datagrams
+// without it: see Stats for the counters.
 //
 // n is how many of bufs it is done with, and tooLarge how many of those it
 // dropped because the kernel refused them as too large (EMSGSIZE); the

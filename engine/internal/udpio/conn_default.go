@@ -30,6 +30,13 @@ func (c *Conn) readBatch(bufs [][]byte, sizes []int) (n, truncated int, err erro
 	return 1, 0, nil
 }
 
+func (c *Conn) tryReadBatch([][]byte, []int) (n, truncated int, err error) {
+	return 0, 0, errors.ErrUnsupported
+}
+
+// There is no GSO here: Stats reports it disabled.
+func init() { gsoDisabled.Store(true) }
+
 func (c *Conn) writeBatch(bufs [][]byte) (n, tooLarge int, err error) {
 	for n < len(bufs) {
 		if _, err := c.uc.Write(bufs[n]); err != nil {
@@ -50,5 +57,9 @@ func (c *Conn) writeBatch(bufs [][]byte) (n, tooLarge int, err error) {
 }
 
 func (c *Conn) forceSingle() {}
+
+func (c *Conn) forceNoGSO() {}
+
+func (c *Conn) gsoAllowed() bool { return false }
 
 func (c *Conn) batched() bool { return false }

@@ -12,6 +12,14 @@ package udpio
 // as the queue runs dry: MSG_WAITFORONE's behaviour, with the poller doing
 // the waiting.
 //
+// TryReadBatch passes RawConn.Read the same callback in try mode, where
+// it returns true on EAGAIN too: RawConn.Read then never waits, and the
+// EAGAIN comes back as an empty batch.
+//
+// WriteBatch may coalesce runs of same-size datagrams into GSO messages
+// (gso_linux.go); a message then points at several iovecs, and sendmmsg
+// counts messages, not datagrams.
+//
 // Each direction owns one mmsgCall: its mmsghdr and iovec arrays and the
 // arguments and results of one system call. f is a method value bound once
 // in init, so RawConn.Read(f) allocates nothing; it reads its arguments
@@ -41,22 +49,28 @@ type sysConn struct {
 	// single makes this Conn use one system call per datagram whatever
 	// mmsgDisabled says. Only tests set it, through forceSingle.
 	single atomic.Bool
+	// noGSO switches GSO off for this Conn alone: set after a refusal
+	// that may be this socket's path only (see gsoRefused), or by tests.
+	noGSO atomic.Bool
 
-	rd mmsgCall // owned by the reader goroutine
-	wr mmsgCall // owned by the writer goroutine
+	rd  mmsgCall // owned by the reader goroutine
+	wr  mmsgCall // owned by the writer goroutine
+	gso gsoState // owned by the writer goroutine
 }
 
-// mmsgCall is one direction's system call state. hdrs[i].Hdr.Iov points at
-// iovs[i] for good (set in init); each call points iovs[i] at the caller's
-// buffers and clears them again afterwards, so that a Conn does not keep a
-// caller's buffers alive.
+// mmsgCall is one direction's system call state. On the read side
+// hdrs[i].Hdr.Iov points at iovs[i] for good (set in init); the write side
+// points each message at its run of iovecs per call (sysConn.pack). Each
+// call points iovs[i] at the caller's buffers and clears them again
+// afterwards, so that a Conn does not keep a caller's buffers alive.
 type mmsgCall struct {
 	hdrs [IdealBatchSize]unix.Mmsghdr
 	iovs [IdealBatchSize]unix.Iovec
 
-	n     int           // in: datagrams to pass; out: datagrams done
+	n     int           // in: messages to pass; out: messages done
 	batch bool          // in: recvmmsg/sendmmsg rather than recvmsg/sendmsg
-	errno syscall.Errno // out: the call's error, 0 if none
+	try   bool          // in: recv returns on EAGAIN instead of waiting
+	errno syscall.Errno // out: the call's error, 0 if none; EAGAIN in try mode
 
 	fn func(fd uintptr) bool // recv or send, bound once
 }
@@ -75,6 +89,8 @@ func (s *sysConn) init(uc *net.UDPConn) error {
 	}
 	s.rd.fn = s.rd.recv
 	s.wr.fn = s.wr.send
+	s.gso.init()
+	probeGSO(rc)
 	return nil
 }
 
@@ -95,9 +111,11 @@ func (m *mmsgCall) unload(k int) {
 
 // recv is RawConn.Read's callback: one recvmmsg, or one recvmsg into
 // hdrs[0], without blocking. It returns false only for EAGAIN, so that the
-// poller waits and calls it again.
+// poller waits and calls it again; in try mode it returns true then too,
+// with m.errno = EAGAIN.
 func (m *mmsgCall) recv(fd uintptr) bool {
 	for {
+		stats.rd.syscalls.Add(1)
 		var r uintptr
 		var errno syscall.Errno
 		if m.batch {
@@ -119,6 +137,11 @@ func (m *mmsgCall) recv(fd uintptr) bool {
 			// edge that may already have passed.
 			continue
 		case unix.EAGAIN:
+			stats.rd.empty.Add(1)
+			if m.try {
+				m.n, m.errno = 0, errno
+				return true
+			}
 			return false
 		default:
 			m.n, m.errno = 0, errno
@@ -137,6 +160,7 @@ func (m *mmsgCall) recv(fd uintptr) bool {
 // on datagram i is lost that way, and datagram i goes out on the retry.
 func (m *mmsgCall) send(fd uintptr) bool {
 	for {
+		stats.wr.syscalls.Add(1)
 		var r uintptr
 		var errno syscall.Errno
 		if m.batch {
@@ -171,6 +195,25 @@ func refused(errno syscall.Errno) bool {
 func (s *sysConn) batch() bool { return !mmsgDisabled.Load() && !s.single.Load() }
 
 func (c *Conn) readBatch(bufs [][]byte, sizes []int) (n, truncated int, err error) {
+	for {
+		n, t, err := c.recvBatch(bufs, sizes, false)
+		truncated += t
+		if err != nil || n > 0 || t == 0 {
+			return n, truncated, err
+		}
+		// Every datagram was truncated: wait for more.
+	}
+}
+
+func (c *Conn) tryReadBatch(bufs [][]byte, sizes []int) (n, truncated int, err error) {
+	return c.recvBatch(bufs, sizes, true)
+}
+
+// recvBatch is one recvmmsg (or recvmsg) into bufs, waiting for the
+// socket to become readable unless try is set. It drops truncated
+// datagrams and closes the gaps they leave; with try, EAGAIN returns
+// (0, 0, nil).
+func (c *Conn) recvBatch(bufs [][]byte, sizes []int, try bool) (n, truncated int, err error) {
 	m := &c.sys.rd
 	for {
 		count := min(len(bufs), len(sizes), IdealBatchSize)
@@ -179,23 +222,26 @@ func (c *Conn) readBatch(bufs [][]byte, sizes []int) (n, truncated int, err erro
 			count = min(count, 1)
 		}
 		if count == 0 {
-			return 0, truncated, nil
+			return 0, 0, nil
 		}
 		m.load(bufs[:count])
-		m.n, m.batch = count, batch
+		m.n, m.batch, m.try = count, batch, try
 		err := c.sys.rc.Read(m.fn)
 		m.unload(count)
 		if err != nil {
-			return 0, truncated, err
+			return 0, 0, err
 		}
-		if m.errno != 0 {
-			if batch && refused(m.errno) {
-				mmsgDisabled.Store(true) // never undone; see mmsgDisabled
-				continue
-			}
-			return 0, truncated, sysError("read", batch, "recvmmsg", "recvmsg", m.errno)
+		switch {
+		case m.errno == 0:
+		case m.errno == unix.EAGAIN: // try mode only
+			return 0, 0, nil
+		case batch && refused(m.errno):
+			mmsgDisabled.Store(true) // never undone; see mmsgDisabled
+			continue
+		default:
+			return 0, 0, sysError("read", batch, "recvmmsg", "recvmsg", m.errno)
 		}
-		// Drop truncated datagrams and close the gaps they leave.
+		stats.rd.datagrams.Add(uint64(m.n))
 		k := 0
 		for i := range m.n {
 			size := int(m.hdrs[i].Len)
@@ -209,36 +255,46 @@ func (c *Conn) readBatch(bufs [][]byte, sizes []int) (n, truncated int, err erro
 			sizes[k] = size
 			k++
 		}
-		if k > 0 {
-			return k, truncated, nil
-		}
-		// Every datagram was truncated: wait for more.
+		return k, truncated, nil
 	}
 }
 
 func (c *Conn) writeBatch(bufs [][]byte) (n, tooLarge int, err error) {
-	m := &c.sys.wr
+	s := &c.sys
+	m := &s.wr
 	// retry is set when bufs[n] met EMSGSIZE once. EMSGSIZE can also be
 	// an ICMP "fragmentation needed" for an earlier datagram, which the
 	// kernel reports on this call instead of sending bufs[n]; only a
-	// second EMSGSIZE for bufs[n] alone says that bufs[n] is too large.
+	// second EMSGSIZE for bufs[n] alone (no GSO, no batch) says that
+	// bufs[n] is too large.
 	retry := false
 	for n < len(bufs) {
-		batch := !retry && c.sys.batch()
-		count := 1
-		if batch {
-			count = min(len(bufs)-n, IdealBatchSize)
+		batch := !retry && s.batch()
+		gso := !retry && s.gsoOn()
+		dgrams, msgs := s.pack(bufs[n:], gso, batch)
+		// gsoFirst: the call's first message is a GSO run, so an error
+		// the kernel reports for the call may be a refusal of GSO.
+		gsoFirst := s.gso.segs[0] > 1
+		m.n, m.batch = msgs, batch
+		var err error
+		if s.gso.fault != 0 && s.gso.injectFault(m) {
+			m.n, m.errno = 0, s.gso.fault // test hook: see failGSO
+		} else {
+			err = s.rc.Write(m.fn)
 		}
-		m.load(bufs[n : n+count])
-		m.n, m.batch = count, batch
-		err := c.sys.rc.Write(m.fn)
-		m.unload(count)
+		m.unload(dgrams)
 		if err != nil {
 			return n, tooLarge, err
 		}
+		if refused, global := gsoRefused(m.errno); refused && gsoFirst {
+			// Nothing of the refused message went out: send the same
+			// datagrams again, without GSO.
+			s.disableGSO(global)
+			continue
+		}
 		switch {
 		case m.errno == 0:
-			n += m.n
+			n += s.sent(m.n)
 			retry = false
 		case m.errno == unix.EMSGSIZE && !retry:
 			retry = true
