@@ -50,15 +50,18 @@ func main() {
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// A usageError is a mistake in the command line (exit status 2). An empty
-// one has been reported already, with the usage text.
-type usageError string
+// A usageError is a mistake in the command line: exitCode prints it on one
+// line with a hint where the usage is, and exits 2. The whole usage text
+// is for -help; after a typo it would bury the one line that matters.
+type usageError struct {
+	cmd string // "masqroute" or "masqroute client"
+	msg string
+}
 
-func (e usageError) Error() string {
-	if e == "" {
-		return "usage error"
-	}
-	return string(e)
+func (e *usageError) Error() string { return e.msg }
+
+func badUsage(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
 }
 
 // run runs the command line args (without the program name) until ctx is
@@ -68,6 +71,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "client":
 			return runClient(ctx, args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				return badUsage("masqroute", "version takes no arguments")
+			}
+			fmt.Fprintln(stdout, buildVersion())
+			return nil
 		case "help":
 			fmt.Fprint(stdout, usageText)
 			return nil
@@ -81,31 +90,28 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	code := 1
-	if ue, ok := errors.AsType[usageError](err); ok {
-		if ue == "" {
-			return 2
-		}
-		code = 2
+	if ue, ok := errors.AsType[*usageError](err); ok {
+		fmt.Fprintf(stderr, "%s: %s\nRun '%s -help' for usage.\n", ue.cmd, ue.msg, ue.cmd)
+		return 2
 	}
 	fmt.Fprintln(stderr, "masqroute:", err)
-	return code
+	return 1
 }
 
-// parseFlags parses args into fs, which prints its errors and usage to
-// stderr.
+// parseFlags parses args into fs. -help prints the usage to stderr; any
+// other mistake comes back as a usageError, without the usage.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard) // flag would print the error and the whole usage
+	err := fs.Parse(args)
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError("")
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		fs.Usage()
-		return usageError("")
+		return err
+	case err != nil:
+		return &usageError{cmd: fs.Name(), msg: err.Error()}
+	case fs.NArg() > 0:
+		return badUsage(fs.Name(), "unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }
