@@ -137,6 +137,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		return bad("-dev-dir writes the CA to DIR/ca.pem; it cannot go with -write-ca")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return bad("-log-format must be text or json")
+	case c.devDir != "" && !c.selfSigned && !c.dev:
+		return bad("-dev-dir needs -dev or -self-signed")
 	}
 	if c.cert == "" && !c.selfSigned && !c.dev {
 		// Not a typo but a missing decision: one line, no usage hint.
@@ -144,9 +146,6 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.dev && c.cert == "" {
 		c.selfSigned = true
-	}
-	if c.devDir != "" && !c.selfSigned {
-		return bad("-dev-dir needs -dev or -self-signed")
 	}
 	if c.dev && c.ip == "" {
 		c.ip = "netstack"

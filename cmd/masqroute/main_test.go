@@ -69,7 +69,7 @@ func startDaemon(t *testing.T, args ...string) *runningDaemon {
 		dev = dev || a == "-dev"
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.stderr.String(), startedLog) ||
+	for !(strings.Contains(d.stderr.String(), startedLog) || strings.Contains(d.stderr.String(), startedJSON)) ||
 		(dev && !strings.Contains(d.stdout.String(), bannerEnd)) {
 		select {
 		case err := <-d.done:
@@ -102,6 +102,9 @@ func (d *runningDaemon) stop(t *testing.T) {
 
 // startedLog is how the daemon's "started" record begins in text format.
 const startedLog = `msg=started component=daemon`
+
+// startedJSON is the same with -log-format json.
+const startedJSON = `"msg":"started","component":"daemon"`
 
 // logValue is the value of key in the daemon's "started" log.
 func (d *runningDaemon) logValue(t *testing.T, key string) string {
@@ -164,6 +167,7 @@ func TestDevModeEndToEnd(t *testing.T) {
 	listen := d.logValue(t, "listen")
 	require.NotContains(t, listen, ":0")
 	require.Contains(t, bannerLine(t, banner, "proxy "), listen)
+	require.Contains(t, bannerLine(t, banner, "proxy "), "CONNECT-IP (-ip netstack)")
 	require.Contains(t, bannerLine(t, banner, "CA file"), caFile)
 	require.Contains(t, banner, "Loopback targets are ALLOWED")
 	require.Contains(t, bannerLine(t, banner, "gops "), "off")
@@ -196,10 +200,11 @@ func TestDevModeEndToEnd(t *testing.T) {
 	// through connect-ip-go's client.
 	ipCmd := strings.Fields(bannerLine(t, banner, " client -ip "))
 	ipArgs := append(ipCmd[slices.Index(ipCmd, "client"):], "-interval", "5ms")
-	var ipOut syncBuffer
-	err = run(context.Background(), ipArgs, &ipOut, &errOut)
-	t.Logf("client -ip:\n%s", ipOut.String())
+	var ipOut, ipErr syncBuffer
+	err = run(context.Background(), ipArgs, &ipOut, &ipErr)
+	t.Logf("client -ip:\n%s%s", ipOut.String(), ipErr.String())
 	require.NoError(t, err)
+	require.Empty(t, ipErr.String(), "nothing stray on stderr")
 	require.Regexp(t, `(?m)^3 sent, 3 received`, ipOut.String())
 	require.Contains(t, ipOut.String(), "from 192.0.2.1: icmp_seq=1 ttl=63")
 
