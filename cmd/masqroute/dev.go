@@ -27,7 +27,7 @@ func (d *daemon) printBanner(w io.Writer) {
 	p("")
 	protocols := "CONNECT-UDP"
 	if d.cfg.ip != "" {
-		protocols += ", CONNECT-IP (-ip " + d.cfg.ip + ")"
+		protocols += ", CONNECT-IP into " + d.cfg.ip
 	}
 	p("  proxy     %s  (QUIC, HTTP/3, %s)", d.ln.Addr(), protocols)
 	p("  template  %s", d.cfg.template)

@@ -167,7 +167,7 @@ func TestDevModeEndToEnd(t *testing.T) {
 	listen := d.logValue(t, "listen")
 	require.NotContains(t, listen, ":0")
 	require.Contains(t, bannerLine(t, banner, "proxy "), listen)
-	require.Contains(t, bannerLine(t, banner, "proxy "), "CONNECT-IP (-ip netstack)")
+	require.Contains(t, bannerLine(t, banner, "proxy "), "HTTP/3, CONNECT-UDP, CONNECT-IP into netstack)")
 	require.Contains(t, bannerLine(t, banner, "CA file"), caFile)
 	require.Contains(t, banner, "Loopback targets are ALLOWED")
 	require.Contains(t, bannerLine(t, banner, "gops "), "off")
