@@ -5,17 +5,31 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run demo test vet unit race norace bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
+.PHONY: run build demo test vet unit race norace bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
 
-# run starts the proxy on 127.0.0.1:4433 in development mode: a self-signed
-# certificate, loopback targets allowed, a local UDP echo target, and a
-# banner that says how to send traffic through it.
+# COMMIT is stamped into bin/masqroute (masqroute -version): this machine's
+# Go sets GOFLAGS=-buildvcs=false, so the build records no revision itself.
+# "-dirty" when the tree has uncommitted changes; empty outside a checkout,
+# and -version then says "unknown".
+COMMIT  ?= $(shell c=$$(git rev-parse --short HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || c=$$c-dirty; }; echo $$c)
+LDFLAGS ?= -X main.commit=$(COMMIT)
+# DEV_DIR keeps the -dev CA (ca.pem, ca-key.pem) across `make run`s, so a
+# client command pasted from the banner keeps working. Git-ignored.
+DEV_DIR ?= .dev
+
+# run starts the proxy on 127.0.0.1:4433 in development mode: a certificate
+# signed by the CA in $(DEV_DIR), loopback targets allowed, a local UDP echo
+# target, CONNECT-IP into a userspace network, and a banner that says how
+# to send traffic through it.
 # (Built, then run: under `go run` a Ctrl-C made go itself exit 1 and make
 # report an error after a clean shutdown.)
-run:
+run: build
+	./bin/masqroute -dev -dev-dir $(DEV_DIR)
+
+# build writes bin/masqroute with the commit stamped in.
+build:
 	@mkdir -p bin
-	$(GO) build -o bin/masqroute ./cmd/masqroute
-	./bin/masqroute -dev
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/masqroute ./cmd/masqroute
 
 # demo routes datagrams through a bare engine.Router and prints the counters.
 demo:
@@ -101,6 +115,7 @@ soak:
 
 lint: vet
 
+# clean leaves $(DEV_DIR): clients may trust its CA.
 clean:
 	$(GO) clean -testcache
 	rm -rf bin

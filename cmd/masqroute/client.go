@@ -33,6 +33,7 @@ type clientConfig struct {
 	timeout  time.Duration
 	ip       bool   // CONNECT-IP: ping -target with ICMP echo through connect-ip-go
 	ipPath   string // the CONNECT-IP request path (a template without variables)
+	logLevel slog.Level
 }
 
 // seqLen is the sequence number at the start of every payload.
@@ -60,6 +61,7 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.BoolVar(&c.ip, "ip", false, "CONNECT-IP instead: open an IP tunnel with connect-ip-go's client and ping -target\n"+
 		"(an IP address behind the proxy) with ICMP echo")
 	fs.StringVar(&c.ipPath, "ip-path", "/.well-known/masque/ip/", "with -ip: the request `path`, a template without variables")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelWarn, "log `level` on stderr: debug, info, warn or error")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -77,9 +79,7 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 		bad = "-timeout must be positive"
 	}
 	if bad != "" {
-		fmt.Fprintln(stderr, bad)
-		fs.Usage()
-		return nil, usageError("")
+		return nil, badUsage(fs.Name(), "%s", bad)
 	}
 	return c, nil
 }
@@ -134,6 +134,12 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	base, err := newLogger(stderr, "text", cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	routeStdLog(base)
+	log := base.With("component", "client")
 	tlsConf, err := cfg.tlsConfig()
 	if err != nil {
 		return err
@@ -141,7 +147,6 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cfg.ip {
 		return runClientIP(ctx, cfg, tlsConf, stdout)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)

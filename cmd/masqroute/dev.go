@@ -25,10 +25,17 @@ func (d *daemon) printBanner(w io.Writer) {
 	p("  !! Loopback targets are ALLOWED (%s): any client of this proxy can reach", prefixList())
 	p("  !! UDP services on this host. Never run -dev where others can reach the proxy.")
 	p("")
-	p("  proxy     %s  (QUIC, HTTP/3, CONNECT-UDP)", d.ln.Addr())
+	protocols := "CONNECT-UDP"
+	if d.cfg.ip != "" {
+		protocols += ", CONNECT-IP into " + d.cfg.ip
+	}
+	p("  proxy     %s  (QUIC, HTTP/3, %s)", d.ln.Addr(), protocols)
 	p("  template  %s", d.cfg.template)
-	if d.caFile != "" {
-		p("  CA file   %s  (self-signed certificate; clients trust it with -ca)", d.caFile)
+	switch {
+	case d.caFile != "" && d.cfg.devDir != "":
+		p("  CA file   %s  (clients trust it with -ca; kept for the next start)", d.caFile)
+	case d.caFile != "":
+		p("  CA file   %s  (clients trust it with -ca; a new one each start, -dev-dir keeps one)", d.caFile)
 	}
 	p("  echo      %s  (UDP echo target)", echoAddr)
 	if d.ipHosts != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,11 +16,14 @@ import (
 
 // serveConfig is the daemon's command line.
 type serveConfig struct {
-	listen   string
-	cert     string
-	key      string
-	writeCA  string
-	template string
+	version    bool
+	listen     string
+	cert       string
+	key        string
+	selfSigned bool
+	writeCA    string
+	devDir     string
+	template   string
 
 	maxTunnelsPerConn int
 	maxTunnels        int
@@ -42,6 +46,7 @@ type serveConfig struct {
 	gops    bool
 
 	logLevel        slog.Level
+	logFormat       string
 	shutdownTimeout time.Duration
 	dev             bool
 
@@ -64,11 +69,16 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		fmt.Fprint(fs.Output(), usageText, "\nProxy flags:\n")
 		fs.PrintDefaults()
 	}
+	fs.BoolVar(&c.version, "version", false, "print the version, commit and Go version, and exit")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "UDP `address` to serve QUIC on (port 0: any free port)")
-	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain, PEM `file` (with -key; both empty: a self-signed one is made)")
+	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain, PEM `file` (with -key); both are read again on SIGHUP")
 	fs.StringVar(&c.key, "key", "", "TLS private key, PEM `file`")
-	fs.StringVar(&c.writeCA, "write-ca", "", "write the self-signed certificate to this PEM `file` for clients to trust\n"+
+	fs.BoolVar(&c.selfSigned, "self-signed", false, "no -cert: make a CA and a certificate it signs at start; clients trust the CA with -ca\n"+
+		"(-dev does this unless -cert is given)")
+	fs.StringVar(&c.writeCA, "write-ca", "", "with a self-signed certificate: write its CA to this PEM `file` for clients to trust\n"+
 		"(default: a new file in the temporary directory, removed on exit)")
+	fs.StringVar(&c.devDir, "dev-dir", "", "with a self-signed certificate: keep its CA in this `directory` (ca.pem, ca-key.pem), made\n"+
+		"once and reused, so a client's -ca DIR/ca.pem stays good across restarts (make run: .dev)")
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
 	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
@@ -90,6 +100,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.pprof, "pprof", "127.0.0.1:6060", "TCP `address` serving net/http/pprof under /debug/pprof/ (empty: off)")
 	fs.BoolVar(&c.gops, "gops", true, "start the gops agent (gops stack|stats|trace PID)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `format` on stderr: text (key=value) or json, one record a line")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may go on before they are cut")
 	fs.BoolVar(&c.dev, "dev", false, "development mode: self-signed certificate, LOOPBACK TARGETS ALLOWED, a local UDP echo target,\n"+
 		"CONNECT-IP into a userspace network (unless -ip says otherwise), a banner")
@@ -108,14 +119,34 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
 	}
-	if c.ringSize < 1 || c.pendingBuffer < 1 || c.holdTimeout <= 0 {
-		return nil, usageError("-ring-size and -pending-buffer must be at least 1, -hold-timeout positive")
+	if c.version {
+		return c, nil
 	}
-	if (c.cert == "") != (c.key == "") {
-		return nil, usageError("-cert and -key go together")
+	bad := func(msg string) (*serveConfig, error) { return nil, badUsage(fs.Name(), "%s", msg) }
+	switch {
+	case c.ringSize < 1 || c.pendingBuffer < 1 || c.holdTimeout <= 0:
+		return bad("-ring-size and -pending-buffer must be at least 1, -hold-timeout positive")
+	case (c.cert == "") != (c.key == ""):
+		return bad("-cert and -key go together")
+	case c.cert != "" && c.selfSigned:
+		return bad("-self-signed cannot go with -cert")
+	case c.cert != "" && c.writeCA != "":
+		return bad("-write-ca is for a self-signed certificate; it cannot go with -cert")
+	case c.cert != "" && c.devDir != "":
+		return bad("-dev-dir is for a self-signed certificate; it cannot go with -cert")
+	case c.devDir != "" && c.writeCA != "":
+		return bad("-dev-dir writes the CA to DIR/ca.pem; it cannot go with -write-ca")
+	case c.logFormat != "text" && c.logFormat != "json":
+		return bad("-log-format must be text or json")
+	case c.devDir != "" && !c.selfSigned && !c.dev:
+		return bad("-dev-dir needs -dev or -self-signed")
 	}
-	if c.cert != "" && c.writeCA != "" {
-		return nil, usageError("-write-ca is for a self-signed certificate; it cannot go with -cert")
+	if c.cert == "" && !c.selfSigned && !c.dev {
+		// Not a typo but a missing decision: one line, no usage hint.
+		return nil, errNoCert
+	}
+	if c.dev && c.cert == "" {
+		c.selfSigned = true
 	}
 	if c.dev && c.ip == "" {
 		c.ip = "netstack"
@@ -123,10 +154,14 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	switch c.ip {
 	case "", "netstack", "tun":
 	default:
-		return nil, usageError("-ip: backend must be netstack or tun")
+		return bad("-ip: backend must be netstack or tun")
 	}
 	return c, nil
 }
+
+// errNoCert is what the daemon says when it has no certificate to serve:
+// it no longer makes one silently.
+var errNoCert = errors.New("no TLS certificate: give -cert and -key, or -self-signed to make one at start, or -dev to try it on this machine")
 
 // loopbackTargets are what -dev adds to the allow list.
 var loopbackTargets = []netip.Prefix{

@@ -1,25 +1,33 @@
 // Command masqroute is a MASQUE proxy: it serves CONNECT-UDP tunnels
-// (RFC 9298) over HTTP/3, with every HTTP datagram routed by the masqroute
-// engine.
+// (RFC 9298) and, with -ip, CONNECT-IP tunnels (RFC 9484) over HTTP/3, with
+// every HTTP datagram routed by the masqroute engine.
 //
 // Usage:
 //
-//	masqroute [flags]          run the proxy
-//	masqroute -dev [flags]     run it for a first try on this machine
-//	masqroute client [flags]   send datagrams to a UDP echo target through a proxy
+//	masqroute -cert FILE -key FILE [flags]   run the proxy
+//	masqroute -self-signed [flags]           run it with a certificate it makes
+//	masqroute -dev [flags]                   run it for a first try on this machine
+//	masqroute client [flags]                 send datagrams to a UDP echo target through a proxy
+//	masqroute version                        print the version (also -version)
 //
-// The quickest start is `make run` (masqroute -dev): it serves on
-// 127.0.0.1:4433 with a fresh self-signed certificate, allows tunnels to
-// loopback targets, starts a UDP echo target, and prints the client command
-// that sends traffic through the proxy, e.g.
+// The quickest start is `make run` (masqroute -dev -dev-dir .dev): it serves
+// on 127.0.0.1:4433 with a certificate signed by a CA kept in .dev/, allows
+// tunnels to loopback targets, starts a UDP echo target, and prints the
+// client command that sends traffic through the proxy, e.g.
 //
-//	./bin/masqroute client -proxy 127.0.0.1:4433 -ca /tmp/masqroute-ca-123.pem -target 127.0.0.1:40000 -count 5
+//	./bin/masqroute client -proxy 127.0.0.1:4433 -ca /path/to/checkout/.dev/ca.pem -target 127.0.0.1:40000 -count 5
 //
-// Without -cert and -key the proxy makes a self-signed certificate for its
-// listen host and localhost and writes it, in PEM, to the -write-ca file
-// for clients to trust. By default tunnels may reach public addresses only
-// (see engine/policy): -allow, -deny, -allow-ports and -deny-ports adjust
-// that.
+// The proxy needs -cert and -key, or -self-signed (implied by -dev): then it
+// makes a CA, signs a certificate for its listen host and localhost, and
+// writes the CA in PEM to -write-ca, to a temporary file, or, with -dev-dir,
+// keeps it there for the next start. SIGHUP reads -cert and -key again;
+// connections already open keep their certificate. By default tunnels may
+// reach public addresses only (see engine/policy): -allow, -deny,
+// -allow-ports and -deny-ports adjust that.
+//
+// Logs go to stderr, -log-format text or json, one record a line, with the
+// part of the daemon that speaks in a component attribute. What libraries
+// print through the standard log package comes out at debug level.
 //
 // Observability, on loopback by default: Prometheus metrics on
 // http://127.0.0.1:9464/metrics (names in engine/metrics), net/http/pprof on
@@ -50,15 +58,18 @@ func main() {
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// A usageError is a mistake in the command line (exit status 2). An empty
-// one has been reported already, with the usage text.
-type usageError string
+// A usageError is a mistake in the command line: exitCode prints it on one
+// line with a hint where the usage is, and exits 2. The whole usage text
+// is for -help; after a typo it would bury the one line that matters.
+type usageError struct {
+	cmd string // "masqroute" or "masqroute client"
+	msg string
+}
 
-func (e usageError) Error() string {
-	if e == "" {
-		return "usage error"
-	}
-	return string(e)
+func (e *usageError) Error() string { return e.msg }
+
+func badUsage(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
 }
 
 // run runs the command line args (without the program name) until ctx is
@@ -68,6 +79,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "client":
 			return runClient(ctx, args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				return badUsage("masqroute", "version takes no arguments")
+			}
+			fmt.Fprintln(stdout, buildVersion())
+			return nil
 		case "help":
 			fmt.Fprint(stdout, usageText)
 			return nil
@@ -81,31 +98,28 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	code := 1
-	if ue, ok := errors.AsType[usageError](err); ok {
-		if ue == "" {
-			return 2
-		}
-		code = 2
+	if ue, ok := errors.AsType[*usageError](err); ok {
+		fmt.Fprintf(stderr, "%s: %s\nRun '%s -help' for usage.\n", ue.cmd, ue.msg, ue.cmd)
+		return 2
 	}
 	fmt.Fprintln(stderr, "masqroute:", err)
-	return code
+	return 1
 }
 
-// parseFlags parses args into fs, which prints its errors and usage to
-// stderr.
+// parseFlags parses args into fs. -help prints the usage to stderr; any
+// other mistake comes back as a usageError, without the usage.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard) // flag would print the error and the whole usage
+	err := fs.Parse(args)
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError("")
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		fs.Usage()
-		return usageError("")
+		return err
+	case err != nil:
+		return &usageError{cmd: fs.Name(), msg: err.Error()}
+	case fs.NArg() > 0:
+		return badUsage(fs.Name(), "unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }
@@ -125,11 +139,15 @@ const usageText = `masqroute is a MASQUE proxy over HTTP/3: CONNECT-UDP (RFC 929
 with -ip, CONNECT-IP (RFC 9484).
 
 Usage:
-  masqroute [flags]          run the proxy
-  masqroute -dev [flags]     run it for a first try: self-signed certificate,
-                             loopback targets allowed, a local UDP echo target
-  masqroute client [flags]   send datagrams to a UDP echo target through a proxy
-                             (-ip: ping through a CONNECT-IP tunnel)
+  masqroute -cert FILE -key FILE [flags]   run the proxy (SIGHUP reloads the certificate)
+  masqroute -self-signed [flags]           run it with a CA and certificate it makes;
+                                           clients trust the CA with -ca
+  masqroute -dev [flags]                   run it for a first try: self-signed, loopback
+                                           targets allowed, a local UDP echo target,
+                                           CONNECT-IP into a userspace network
+  masqroute client [flags]                 send datagrams to a UDP echo target through
+                                           a proxy (-ip: ping through a CONNECT-IP tunnel)
+  masqroute version                        print version, commit and Go version
 
-Run "masqroute -h" or "masqroute client -h" for the flags.
+Run "masqroute -help" or "masqroute client -help" for the flags.
 `

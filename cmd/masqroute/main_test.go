@@ -70,7 +70,7 @@ func startDaemon(t *testing.T, args ...string) *runningDaemon {
 		dev = dev || a == "-dev"
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.stderr.String(), `msg="masqroute started"`) ||
+	for !(strings.Contains(d.stderr.String(), startedLog) || strings.Contains(d.stderr.String(), startedJSON)) ||
 		(dev && !strings.Contains(d.stdout.String(), bannerEnd)) {
 		select {
 		case err := <-d.done:
@@ -101,10 +101,16 @@ func (d *runningDaemon) stop(t *testing.T) {
 	}
 }
 
-// logValue is the value of key in the daemon's "masqroute started" log.
+// startedLog is how the daemon's "started" record begins in text format.
+const startedLog = `msg=started component=daemon`
+
+// startedJSON is the same with -log-format json.
+const startedJSON = `"msg":"started","component":"daemon"`
+
+// logValue is the value of key in the daemon's "started" log.
 func (d *runningDaemon) logValue(t *testing.T, key string) string {
 	t.Helper()
-	m := regexp.MustCompile(`msg="masqroute started".* ` + key + `=(\S*)`).FindStringSubmatch(d.stderr.String())
+	m := regexp.MustCompile(startedLog + `.* ` + key + `=(\S*)`).FindStringSubmatch(d.stderr.String())
 	require.NotNil(t, m, "no %s in:\n%s", key, d.stderr.String())
 	return m[1]
 }
@@ -162,6 +168,7 @@ func TestDevModeEndToEnd(t *testing.T) {
 	listen := d.logValue(t, "listen")
 	require.NotContains(t, listen, ":0")
 	require.Contains(t, bannerLine(t, banner, "proxy "), listen)
+	require.Contains(t, bannerLine(t, banner, "proxy "), "HTTP/3, CONNECT-UDP, CONNECT-IP into netstack)")
 	require.Contains(t, bannerLine(t, banner, "CA file"), caFile)
 	require.Contains(t, banner, "Loopback targets are ALLOWED")
 	require.Contains(t, bannerLine(t, banner, "gops "), "off")
@@ -194,10 +201,11 @@ func TestDevModeEndToEnd(t *testing.T) {
 	// through connect-ip-go's client.
 	ipCmd := strings.Fields(bannerLine(t, banner, " client -ip "))
 	ipArgs := append(ipCmd[slices.Index(ipCmd, "client"):], "-interval", "5ms")
-	var ipOut syncBuffer
-	err = run(context.Background(), ipArgs, &ipOut, &errOut)
-	t.Logf("client -ip:\n%s", ipOut.String())
+	var ipOut, ipErr syncBuffer
+	err = run(context.Background(), ipArgs, &ipOut, &ipErr)
+	t.Logf("client -ip:\n%s%s", ipOut.String(), ipErr.String())
 	require.NoError(t, err)
+	require.Empty(t, ipErr.String(), "nothing stray on stderr")
 	require.Regexp(t, `(?m)^3 sent, 3 received`, ipOut.String())
 	require.Contains(t, ipOut.String(), "from 192.0.2.1: icmp_seq=1 ttl=63")
 
@@ -224,7 +232,7 @@ func TestDevModeEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 
 	d.stop(t)
-	require.Contains(t, d.stderr.String(), `msg="masqroute stopped"`)
+	require.Contains(t, d.stderr.String(), `msg=stopped component=daemon`)
 	_, err = os.Stat(caFile)
 	require.NoError(t, err, "a -write-ca file is the user's: it stays")
 	_, err = net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(metricsURL, "/metrics"), "http://"))
@@ -237,7 +245,7 @@ func TestDefaultPolicyRefusesLoopback(t *testing.T) {
 	es, err := echo.Listen("127.0.0.1:0")
 	require.NoError(t, err)
 	defer es.Close()
-	d := startDaemon(t, "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "", "-gops=false")
+	d := startDaemon(t, "-self-signed", "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "", "-gops=false")
 	require.Empty(t, d.stdout.String(), "no banner without -dev")
 	ca := regexp.MustCompile(`ca=(\S+)`).FindStringSubmatch(d.stderr.String())
 	require.NotNil(t, ca, "CA file not logged")
@@ -262,7 +270,7 @@ func TestDefaultPolicyRefusesLoopback(t *testing.T) {
 func TestGopsAgent(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("GOPS_CONFIG_DIR", dir)
-	d := startDaemon(t, "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "")
+	d := startDaemon(t, "-self-signed", "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "")
 	require.Equal(t, "true", d.logValue(t, "gops"))
 	portFile := filepath.Join(dir, strconv.Itoa(os.Getpid()))
 	port, err := os.ReadFile(portFile)
@@ -297,8 +305,8 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"-cert", "c.pem", "-key", "k.pem", "-write-ca", "x"}, 2, "cannot go with -cert"},
 		{[]string{"client"}, 2, "-target is required"},
 		{[]string{"client", "-target", "127.0.0.1:1", "-size", "4"}, 2, "at least 8"},
-		{[]string{"-allow", "10.0.0.0/33", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-allow"},
-		{[]string{"-deny-ports", "9-1", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-deny-ports"},
+		{[]string{"-self-signed", "-allow", "10.0.0.0/33", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-allow"},
+		{[]string{"-self-signed", "-deny-ports", "9-1", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-deny-ports"},
 		{[]string{"-log-level", "loud"}, 2, "log-level"},
 		{[]string{"-ring-size", "0"}, 2, "-ring-size"},
 		{[]string{"-pending-buffer", "-1"}, 2, "-pending-buffer"},
@@ -318,6 +326,39 @@ func TestCommandLineErrors(t *testing.T) {
 	}
 }
 
+// TestBadFlagIsOneLine: a mistake prints one line and where the usage is,
+// not the whole usage text.
+func TestBadFlagIsOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-x"}, "masqroute: flag provided but not defined: -x\nRun 'masqroute -help' for usage.\n"},
+		{[]string{"client", "-x"}, "masqroute client: flag provided but not defined: -x\nRun 'masqroute client -help' for usage.\n"},
+		{[]string{"-listen"}, "masqroute: flag needs an argument: -listen\nRun 'masqroute -help' for usage.\n"},
+		{[]string{"client", "-target", "127.0.0.1:7", "-size", "4"}, "masqroute client: -size must be at least 8\nRun 'masqroute client -help' for usage.\n"},
+	} {
+		var out, errOut, report bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errOut)
+		require.Equal(t, 2, exitCode(err, &report), "%v", tc.args)
+		require.Empty(t, out.String())
+		require.Empty(t, errOut.String(), "the usage is printed for -help only")
+		require.Equal(t, tc.want, report.String())
+	}
+}
+
+// TestNoCertificateRefused: without -cert, -self-signed or -dev the daemon
+// does not make a certificate on its own; it says so on one line and fails.
+func TestNoCertificateRefused(t *testing.T) {
+	var out, errOut, report bytes.Buffer
+	err := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "", "-gops=false"}, &out, &errOut)
+	require.ErrorIs(t, err, errNoCert)
+	require.Equal(t, 1, exitCode(err, &report))
+	require.Empty(t, out.String()+errOut.String())
+	require.Equal(t, 1, strings.Count(report.String(), "\n"))
+	require.Contains(t, report.String(), "-self-signed")
+}
+
 func TestHelp(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"help"}, &out, io.Discard))
@@ -328,7 +369,7 @@ func TestBusyMetricsPortFailsStart(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	err = run(context.Background(), []string{"-listen", "127.0.0.1:0", "-metrics", ln.Addr().String(), "-pprof", "", "-gops=false"},
+	err = run(context.Background(), []string{"-self-signed", "-listen", "127.0.0.1:0", "-metrics", ln.Addr().String(), "-pprof", "", "-gops=false"},
 		io.Discard, io.Discard)
 	require.ErrorContains(t, err, "-metrics")
 }
@@ -378,7 +419,7 @@ func TestClientRefusesUnreachableProxy(t *testing.T) {
 	err = run(context.Background(), []string{"client", "-proxy", addr, "-insecure", "-target", "127.0.0.1:7",
 		"-timeout", "300ms"}, io.Discard, io.Discard)
 	require.ErrorContains(t, err, "connect to proxy")
-	_, isUsage := errors.AsType[usageError](err)
+	_, isUsage := errors.AsType[*usageError](err)
 	require.False(t, isUsage)
 }
 
@@ -414,14 +455,14 @@ func TestShutdownCutsOpenTunnels(t *testing.T) {
 // The queue and hold flags reach the engine's configuration; -hold 0 turns
 // holding off (the engine reads a zero Max as "default").
 func TestQueueFlags(t *testing.T) {
-	c, err := parseServeFlags([]string{"-ring-size", "512", "-pending-buffer", "7", "-hold", "0", "-hold-timeout", "250ms"}, io.Discard)
+	c, err := parseServeFlags([]string{"-self-signed", "-ring-size", "512", "-pending-buffer", "7", "-hold", "0", "-hold-timeout", "250ms"}, io.Discard)
 	require.NoError(t, err)
 	pc := c.proxyConfig(nil, nil, nil)
 	require.Equal(t, 512, pc.RingSize)
 	require.Equal(t, 7, pc.PendingBuffer)
 	require.Equal(t, engine.HoldOptions{Max: -1, Timeout: 250 * time.Millisecond}, pc.Hold)
 
-	c, err = parseServeFlags(nil, io.Discard)
+	c, err = parseServeFlags([]string{"-self-signed"}, io.Discard)
 	require.NoError(t, err)
 	pc = c.proxyConfig(nil, nil, nil)
 	require.Equal(t, engine.HoldOptions{Max: proxy.DefaultHoldMax, Timeout: engine.DefaultHoldTimeout}, pc.Hold)

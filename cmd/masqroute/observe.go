@@ -24,7 +24,7 @@ import (
 // observer serves what lets a person look inside the daemon: Prometheus
 // metrics, pprof, and the gops agent. Each is optional.
 type observer struct {
-	log *slog.Logger
+	log *slog.Logger // without a component: each server adds its own
 
 	metricsSrv  *http.Server
 	metricsAddr net.Addr // nil when off
@@ -75,7 +75,7 @@ func startObserver(cfg *serveConfig, p *proxy.Proxy, log *slog.Logger) (*observe
 		// The daemon handles signals itself: no ShutdownCleanup, which
 		// would exit the process on SIGINT.
 		if err := agent.Listen(agent.Options{Addr: "127.0.0.1:0"}); err != nil {
-			log.Warn("gops agent not started", "error", err)
+			log.Warn("agent not started", "component", "gops", "error", err)
 		} else {
 			o.gops = true
 		}
@@ -89,13 +89,14 @@ func (o *observer) serveHTTP(what, addr string, h http.Handler) (*http.Server, n
 	if err != nil {
 		return nil, nil, fmt.Errorf("-%s: %w", what, err)
 	}
+	log := o.log.With("component", what)
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
-		o.log.Warn(what+" listens beyond loopback: whoever reaches it can read it", "addr", ln.Addr())
+		log.Warn("listens beyond loopback: whoever reaches it can read it", "addr", ln.Addr())
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(o.log.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	o.wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			o.log.Error(what+" server failed", "error", err)
+			log.Error("server failed", "error", err)
 		}
 	})
 	return srv, ln.Addr(), nil

@@ -11,26 +11,31 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/masqroute/masqroute/engine/devcert"
 	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // daemon is a running proxy and what serves beside it.
 type daemon struct {
-	cfg *serveConfig
-	log *slog.Logger
+	cfg  *serveConfig
+	log  *slog.Logger // component=daemon
+	base *slog.Logger // without a component, for the others
 
 	proxy  *proxy.Proxy
 	ln     *quic.Listener
 	served chan error // Serve's result
 
-	caFile   string // self-signed certificate's PEM file; "" with -cert
-	removeCA bool   // caFile is ours to remove on exit
+	certs       *certStore
+	caFile      string // self-signed certificate's CA, PEM; "" with -cert
+	removeCA    bool   // caFile is ours to remove on exit
+	reloadSteps []reloadStep
 
 	obs     *observer
 	echo    *echo.Server // -dev only
@@ -43,30 +48,50 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	d := &daemon{cfg: cfg, log: log}
+	if cfg.version {
+		fmt.Fprintln(stdout, buildVersion())
+		return nil
+	}
+	base, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	routeStdLog(base)
+	log := base.With("component", "daemon")
+	d := &daemon{cfg: cfg, log: log, base: base}
 	if err := d.start(); err != nil {
 		d.close(context.Background())
 		return err
 	}
-	log.Info("masqroute started", "listen", d.ln.Addr().String(), "metrics", d.obs.metricsURL(),
-		"pprof", d.obs.pprofURL(), "gops", d.obs.gops, "dev", cfg.dev)
+	// Before "started": from then on a SIGHUP reloads, never kills.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("started", "listen", d.ln.Addr().String(), "metrics", d.obs.metricsURL(),
+		"pprof", d.obs.pprofURL(), "gops", d.obs.gops, "dev", cfg.dev, "version", buildVersion())
 	if cfg.dev {
 		d.printBanner(stdout)
 	}
 
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		log.Info("masqroute shutting down", "timeout", cfg.shutdownTimeout)
-	case serveErr = <-d.served:
-		d.served <- serveErr // for close
-		log.Error("masqroute stopped serving", "error", serveErr)
+wait:
+	for {
+		select {
+		case <-hup:
+			d.reload()
+		case <-ctx.Done():
+			log.Info("shutting down", "timeout", cfg.shutdownTimeout)
+			break wait
+		case serveErr = <-d.served:
+			d.served <- serveErr // for close
+			log.Error("stopped serving", "error", serveErr)
+			break wait
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	d.close(sctx)
-	log.Info("masqroute stopped")
+	log.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
@@ -93,7 +118,7 @@ func (d *daemon) start() error {
 	if err != nil {
 		return err
 	}
-	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, d.log))
+	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, d.base.With("component", "proxy")))
 	if err != nil {
 		if ipCfg != nil {
 			ipCfg.Device.Close()
@@ -114,58 +139,105 @@ func (d *daemon) start() error {
 	d.served = make(chan error, 1)
 	go func() { d.served <- d.proxy.Serve(d.ln) }()
 
-	if d.obs, err = startObserver(cfg, d.proxy, d.log); err != nil {
+	if d.obs, err = startObserver(cfg, d.proxy, d.base); err != nil {
 		return err
 	}
 	if cfg.dev {
 		if d.echo, err = echo.Listen("127.0.0.1:0"); err != nil {
 			return fmt.Errorf("echo target: %w", err)
 		}
-		d.log.Info("echo target started", "addr", d.echo.Addr())
+		d.base.Info("started", "component", "echo", "addr", d.echo.Addr())
 	}
 	return nil
 }
 
-// serverTLS loads -cert and -key, or makes a self-signed certificate and
-// writes it where clients can read it.
+// serverTLS loads -cert and -key, which SIGHUP reloads, or makes a
+// self-signed certificate and writes its CA where clients can read it.
 func (d *daemon) serverTLS() (*tls.Config, error) {
 	cfg := d.cfg
+	log := d.base.With("component", "tls")
 	if cfg.cert != "" {
-		kp, err := tls.LoadX509KeyPair(cfg.cert, cfg.key)
+		certs, err := loadCertStore(cfg.cert, cfg.key)
 		if err != nil {
 			return nil, fmt.Errorf("load certificate: %w", err)
 		}
-		return &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS13}, nil
+		d.certs = certs
+		logCert := func(msg string) {
+			leaf := certs.leaf()
+			log.Info(msg, "cert", cfg.cert, "subject", leaf.Subject.String(), "dns", leaf.DNSNames,
+				"ips", leaf.IPAddresses, "not_after", leaf.NotAfter)
+		}
+		logCert("serving certificate")
+		d.reloadSteps = append(d.reloadSteps, reloadStep{name: "certificate", reload: func() error {
+			if err := certs.load(); err != nil {
+				return err
+			}
+			logCert("serving reloaded certificate")
+			return nil
+		}})
+		return certs.serverTLS(), nil
+	}
+	if !cfg.selfSigned {
+		return nil, errNoCert // parseServeFlags refuses this already
 	}
 	hosts, err := certHosts(cfg.listen)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := devcert.New(hosts...)
+	var ca *selfSignedCA
+	if cfg.devDir != "" {
+		dir, err := filepath.Abs(cfg.devDir) // the banner's client command works from anywhere
+		if err != nil {
+			return nil, fmt.Errorf("-dev-dir: %w", err)
+		}
+		var made bool
+		if ca, made, err = loadOrMakeCA(dir); err != nil {
+			return nil, err
+		}
+		d.caFile = filepath.Join(dir, caCertFileName)
+		if made {
+			log.Info("made a CA and kept it for the next start", "ca", d.caFile)
+		}
+	} else {
+		if ca, err = newSelfSignedCA(); err != nil {
+			return nil, fmt.Errorf("self-signed CA: %w", err)
+		}
+		if err := d.writeCA(ca.pem); err != nil {
+			return nil, err
+		}
+	}
+	leaf, err := ca.issue(hosts)
 	if err != nil {
 		return nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
-	if cfg.writeCA != "" {
-		if err := os.WriteFile(cfg.writeCA, cert.PEM, 0o644); err != nil {
-			return nil, fmt.Errorf("-write-ca: %w", err)
+	d.certs = staticCertStore(leaf)
+	log.Info("self-signed certificate made; clients trust its CA with -ca", "hosts", hosts, "ca", d.caFile)
+	return d.certs.serverTLS(), nil
+}
+
+// writeCA writes a per-process CA to -write-ca, or to a temporary file
+// removed on exit.
+func (d *daemon) writeCA(pem []byte) error {
+	if d.cfg.writeCA != "" {
+		if err := os.WriteFile(d.cfg.writeCA, pem, 0o644); err != nil {
+			return fmt.Errorf("-write-ca: %w", err)
 		}
-		d.caFile = cfg.writeCA
-	} else {
-		f, err := os.CreateTemp("", "masqroute-ca-*.pem")
-		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
-		}
-		d.caFile, d.removeCA = f.Name(), true
-		_, err = f.Write(cert.PEM)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("CA file: %w", err)
-		}
+		d.caFile = d.cfg.writeCA
+		return nil
 	}
-	d.log.Info("self-signed certificate made; clients trust it with -ca", "hosts", hosts, "ca", d.caFile)
-	return cert.ServerTLS(), nil
+	f, err := os.CreateTemp("", "masqroute-ca-*.pem")
+	if err != nil {
+		return fmt.Errorf("CA file: %w", err)
+	}
+	d.caFile, d.removeCA = f.Name(), true
+	_, err = f.Write(pem)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("CA file: %w", err)
+	}
+	return nil
 }
 
 // certHosts are the names a self-signed certificate is made for: the listen
