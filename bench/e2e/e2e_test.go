@@ -458,3 +458,59 @@ func TestE2ESmoke(t *testing.T) {
 		})
 	}
 }
+
+// TestProcess starts each proxy in a process of its own, as BenchmarkE2E
+// does, drives it briefly, and checks the counters read around the run and
+// that the process is gone after Close.
+func TestProcess(t *testing.T) {
+	cpus, _ := e2e.AllowedCPUs()
+	cpu := -1
+	if len(cpus) >= 2 {
+		cpu = cpus[1]
+	}
+	for _, impl := range []e2e.Impl{e2e.Masqroute, e2e.Baseline} {
+		t.Run(string(impl), func(t *testing.T) {
+			prof := filepath.Join(t.TempDir(), "cpu.pprof")
+			env, err := e2e.StartProcess(impl, e2e.ProcessConfig{CPU: cpu, CountSyscalls: true, CPUProfile: prof})
+			require.NoError(t, err)
+			defer func() { require.NoError(t, env.Close()) }()
+			p := env.Process
+			require.Equal(t, cpu, p.Pinned)
+			res, err := env.Run(context.Background(), loadgen.Config{
+				Tunnels: 4, Size: 1200, Window: 4,
+				Warmup: 50 * time.Millisecond, Duration: 300 * time.Millisecond, Drain: 100 * time.Millisecond,
+			})
+			require.NoError(t, err)
+			require.Positive(t, res.Received)
+			var toTarget, targetIn uint64
+			for _, h := range res.Hops {
+				switch h.Stage {
+				case loadgen.StageProxyToTarget:
+					toTarget = h.Count
+				case loadgen.StageTargetIn:
+					targetIn = h.Count
+				}
+			}
+			require.Positive(t, toTarget, "the proxy's own counters came over: %+v", res.Hops)
+			require.Positive(t, targetIn, "the echo target (this process) saw the traffic")
+			s := p.Snapshots()
+			require.Len(t, s, 2)
+			require.Greater(t, s[1].CPU, s[0].CPU)
+			require.Greater(t, s[1].CtxSwitches, uint64(0))
+			if p.Syscalls != nil {
+				require.Greater(t, s[1].Syscalls[""], s[0].Syscalls[""])
+			} else {
+				t.Logf("no syscall counts: %v", p.SyscallsErr)
+			}
+			require.NoError(t, env.Close())
+			_, err = os.Stat(fmt.Sprintf("/proc/%d", p.PID))
+			require.True(t, os.IsNotExist(err), "process %d still there", p.PID)
+			st, err := os.Stat(prof)
+			require.NoError(t, err)
+			require.Positive(t, st.Size(), "CPU profile of the measured interval")
+		})
+	}
+	// A child that fails before it is ready is reported and reaped.
+	_, err := e2e.StartProcess("nginx", e2e.ProcessConfig{CPU: -1})
+	require.ErrorContains(t, err, "exited before it was ready")
+}
