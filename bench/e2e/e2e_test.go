@@ -98,6 +98,12 @@ func (c closingMain) Run() int {
 //	proxy-sys-NAME/rt the same for one syscall (e2e.SyscallNames)
 //	load-cpu-us/rt    this process's CPU per round trip: client, load
 //	                  generator and echo target
+//	load-cpu-%        the same over wall time: near 100 the load side, not
+//	                  the proxy, is the limit
+//	other-cpu-%       CPU the rest of the machine took meanwhile (other
+//	                  tenants, the kernel's threads, hypervisor steal), in
+//	                  % of one CPU (/proc/stat): a run where it is high is
+//	                  suspect
 //	masqroute_datapath_*/rt  every masqroute_datapath_* counter the proxy
 //	                  exports on /metrics, per round trip (gauges as
 //	                  they are, without /rt); none until the data path
@@ -151,6 +157,7 @@ type measurement struct {
 	res   loadgen.Result
 	proxy [2]e2e.Snapshot
 	load  [2]time.Duration // this process's CPU
+	busy  [2]time.Duration // the machine's busy CPU time
 }
 
 func newHarness(b *testing.B) *harness {
@@ -300,7 +307,8 @@ func (h *harness) measure(b *testing.B, sc scenario, impl e2e.Impl, round int) *
 	snaps := env.Process.Snapshots()
 	require.Len(b, snaps, 2)
 	require.Len(b, usage.cpu, 2)
-	return &measurement{res: res, proxy: [2]e2e.Snapshot(snaps), load: [2]time.Duration(usage.cpu)}
+	require.Len(b, usage.busy, 2)
+	return &measurement{res: res, proxy: [2]e2e.Snapshot(snaps), load: [2]time.Duration(usage.cpu), busy: [2]time.Duration(usage.busy)}
 }
 
 // report reports m as b's metrics.
@@ -332,7 +340,17 @@ func (m *measurement) report(b *testing.B) {
 		}
 	}
 	if m.load[0] >= 0 && m.load[1] >= 0 {
-		b.ReportMetric((m.load[1]-m.load[0]).Seconds()*1e6/rt, "load-cpu-us/rt")
+		load := m.load[1] - m.load[0]
+		b.ReportMetric(load.Seconds()*1e6/rt, "load-cpu-us/rt")
+		if wall := s1.At.Sub(s0.At); wall > 0 {
+			b.ReportMetric(100*load.Seconds()/wall.Seconds(), "load-cpu-%")
+			if m.busy[0] >= 0 && m.busy[1] >= 0 {
+				// The load probe reads just before the proxy's: about the
+				// same span.
+				other := max(0, m.busy[1]-m.busy[0]-load-cpu)
+				b.ReportMetric(100*other.Seconds()/wall.Seconds(), "other-cpu-%")
+			}
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(s1.Metrics)) {
 		v := s1.Metrics[k]
@@ -396,12 +414,18 @@ func splitPattern(s string) []string {
 	return append(out, s[start:])
 }
 
-// usageProbe records this process's CPU time each time the run reads its
-// probes: at the start of the measured interval and after the drain.
-type usageProbe struct{ cpu []time.Duration }
+// usageProbe records this process's CPU time, and the whole machine's busy
+// time, each time the run reads its probes: at the start of the measured
+// interval and after the drain.
+type usageProbe struct{ cpu, busy []time.Duration }
 
 func (u *usageProbe) Read(context.Context) (loadgen.Counters, error) {
 	u.cpu = append(u.cpu, processCPU())
+	busy, err := e2e.MachineBusy()
+	if err != nil {
+		busy = -1
+	}
+	u.busy = append(u.busy, busy)
 	return loadgen.Counters{}, nil
 }
 

@@ -2,7 +2,10 @@
 
 package e2e
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 var errNotLinux = errors.New("e2e: process statistics and CPU pinning need Linux")
 
@@ -28,3 +31,6 @@ func (*SyscallCounters) Read() (map[string]uint64, error) { return nil, errNotLi
 
 // Close does nothing.
 func (*SyscallCounters) Close() error { return nil }
+
+// MachineBusy is not known on this OS.
+func MachineBusy() (time.Duration, error) { return 0, errNotLinux }
