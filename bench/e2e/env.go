@@ -73,20 +73,46 @@ func Cert() (*devcert.Cert, error) {
 
 // An Env is one implementation serving on loopback, with the UDP echo
 // target its tunnels reach (none for RawQUIC), and a Transport and Probes
-// for loadgen.Config.
+// for loadgen.Config. The server runs in this process (Start) or in a
+// process of its own (StartProcess; Process is then set).
 type Env struct {
-	Impl      Impl
+	Impl Impl
+	// Addr is the address clients dial: the proxy's, or the raw echo
+	// server's.
+	Addr      string
 	Transport loadgen.Transport
 	Target    string
 	Probes    []loadgen.Probe
-	// Proxy is the masqroute proxy (Masqroute only).
+	// Proxy is the masqroute proxy (Masqroute in this process only).
 	Proxy *proxy.Proxy
+	// Process is the server's process (StartProcess only).
+	Process *Process
 
 	closers []func() error // run in reverse order by Close
 }
 
-// Start starts impl on 127.0.0.1 with an echo target beside it.
+// Start starts impl on 127.0.0.1 with an echo target beside it, all in
+// this process.
 func Start(impl Impl) (_ *Env, err error) {
+	e, err := StartServer(impl)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	if err := e.startTarget(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// StartServer starts impl's server alone on 127.0.0.1, without the echo
+// target: the half of an Env that a proxy process runs (see ChildMain).
+// Addr is the address clients dial; Transport is set for RawQUIC only.
+func StartServer(impl Impl) (_ *Env, err error) {
 	c, err := Cert()
 	if err != nil {
 		return nil, err
@@ -97,25 +123,31 @@ func Start(impl Impl) (_ *Env, err error) {
 			e.Close()
 		}
 	}()
-	if impl != RawQUIC {
-		var es *echo.Server
-		withRole("target", func() { es, err = echo.Listen("127.0.0.1:0") })
-		if err != nil {
-			return nil, err
-		}
-		e.closers = append(e.closers, es.Close)
-		e.Target = es.Addr().String()
-		e.Probes = append(e.Probes, loadgen.EchoProbe(es))
-	}
-	var addr string
-	withRole("server", func() { addr, err = e.startServer(c) })
+	withRole("server", func() { e.Addr, err = e.startServer(c) })
 	if err != nil {
 		return nil, err
 	}
 	if impl != RawQUIC {
-		e.Transport = &loadgen.MASQUE{Proxy: addr, TLS: c.ClientTLS(), QUIC: QUICConfig()}
+		e.Transport = &loadgen.MASQUE{Proxy: e.Addr, TLS: c.ClientTLS(), QUIC: QUICConfig()}
 	}
 	return e, nil
+}
+
+// startTarget starts the UDP echo target the proxies forward to (none for
+// RawQUIC, which echoes by itself).
+func (e *Env) startTarget() (err error) {
+	if e.Impl == RawQUIC {
+		return nil
+	}
+	var es *echo.Server
+	withRole("target", func() { es, err = echo.Listen("127.0.0.1:0") })
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, es.Close)
+	e.Target = es.Addr().String()
+	e.Probes = append(e.Probes, loadgen.EchoProbe(es))
+	return nil
 }
 
 // withRole runs f with the pprof label e2e=role, which every goroutine f
@@ -142,7 +174,8 @@ func (e *Env) startServer(c *devcert.Cert) (addr string, err error) {
 		if s, err = rawecho.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
 			e.closers = append(e.closers, s.Close)
 			e.Probes = append(e.Probes, loadgen.RawEchoProbe(s))
-			e.Transport = &loadgen.RawQUIC{Addr: s.Addr().String(), TLS: c.ClientTLS(), QUIC: QUICConfig()}
+			addr = s.Addr().String()
+			e.Transport = &loadgen.RawQUIC{Addr: addr, TLS: c.ClientTLS(), QUIC: QUICConfig()}
 		}
 	default:
 		err = fmt.Errorf("e2e: unknown implementation %q", e.Impl)

@@ -19,7 +19,7 @@ var e2eModes = map[string]struct{ title, text string }{
 		"Each tunnel keeps a fixed window of datagrams in flight (loadgen.AutoWindow: 64 at 1 tunnel, 3 at 100, 1 at 1000) " +
 			"and sends the next as soon as a reply comes back: dgrams/s is the throughput the implementation sustains."},
 	"open": {"open loop (fixed offered rate)",
-		"Datagrams are sent on schedule at a fixed rate over all tunnels together (-e2e.rate, 10,000/s by default) " +
+		"Datagrams are sent on schedule at a fixed rate over all tunnels together (-e2e.rate, 20,000/s by default; -e2e.rate1000, 10,000/s, at 1000 tunnels) " +
 			"whatever comes back: dgrams/s should be the offered rate, and loss and latency tell the implementations apart."},
 }
 
@@ -32,7 +32,9 @@ var e2eMetrics = []struct {
 	{"dgrams/s", "echo replies received per second (higher is better)", true},
 	{"loss-%", "loss, % of the datagrams sent in the measured interval (lower is better)", true},
 	{"p99-us", "p99 round-trip latency, µs (lower is better)", true},
-	{"cpu-us/dgram", "CPU µs per reply, whole process: client, proxy and echo target (lower is better)", false},
+	{"proxy-cpu-us/rt", "proxy process CPU µs per round trip (lower is better)", true},
+	{"proxy-syscalls/rt", "proxy process syscalls per round trip (lower is better)", true},
+	{"proxy-ctxsw/rt", "proxy process context switches per round trip (lower is better)", true},
 }
 
 // e2eParams are the parameters of one BenchmarkE2E result.
@@ -59,8 +61,8 @@ func procsLabel(d *Data, procs int, format string) string {
 func e2eSection(b *strings.Builder, d *Data) {
 	impls := d.Values("E2E", "impl", e2eImplOrder...)
 	b.WriteString("## End to end (BenchmarkE2E)\n\n" +
-		"Real QUIC connections on loopback, all in one process on the run's cores: the load generator and " +
-		"masqroute's client, the proxy, and a UDP echo target. `masqroute` is masqroute's proxy; `baseline` a proxy " +
+		"Real QUIC connections on loopback: the proxy in a process of its own pinned to one CPU; the load generator, " +
+		"masqroute's client and a UDP echo target in another, pinned to a second CPU. `masqroute` is masqroute's proxy; `baseline` a proxy " +
 		"on quic-go's stock `http3.Server` (same client); `rawquic` raw QUIC datagrams echoed on the connection " +
 		"(no HTTP/3, no proxy, no UDP hop: the ceiling). Datagrams are 1200 bytes; a tunnel is one CONNECT-UDP " +
 		"request (for rawquic, a label on its datagrams); the tunnels share one connection unless -e2e.conns says otherwise. Each cell is the median of the runs of that point (min–max in parentheses).\n\n")
