@@ -122,7 +122,7 @@ func (r *Router) startLocked(id uint64, kind Kind, args Args) (*Session, error) 
 	if err := r.admitLocked(id); err != nil {
 		return nil, err
 	}
-	s := newSession(r, id, args.Protocol, StatePending, r.opts.PendingBuffer)
+	s := newSession(r, id, args.Protocol, StatePending, r.opts.PendingBuffer, false)
 	ctx, cancel := context.WithTimeout(r.baseCtx, r.opts.InitTimeout)
 	s.initCancel = cancel
 	r.insertLocked(s)
@@ -137,16 +137,18 @@ func (r *Router) registerLocked(id uint64, h Handler) (*Session, error) {
 	if err := r.admitLocked(id); err != nil {
 		return nil, err
 	}
-	s := newSession(r, id, "", StateActive, r.opts.RingSize)
+	s := newSession(r, id, "", StateActive, r.opts.RingSize, h == nil)
 	s.handler = h
-	s.pull = h == nil
+	if b, ok := h.(BlockingHandler); ok && b.Blocking() {
+		s.dedicated = make(chan struct{}, 1)
+	}
 	close(s.ready)
 	r.insertLocked(s)
 	r.counters.registered.Add(1)
 	r.counters.active.Add(1)
 	if h != nil {
-		r.wg.Add(1)
-		go s.routineSession()
+		r.wg.Add(1) // the session's run; finish ends it
+		s.run()
 	}
 	return s, nil
 }
@@ -200,8 +202,8 @@ func (r *Router) endLocked(s *Session, reason error) {
 	r.counters.active.Add(-1)
 	s.endReason.store(reason)
 	r.removeLocked(s)
-	s.ring.Close() // refuses further datagrams and wakes the session goroutine
 	close(s.done)  // tell the pull-mode owner, and Done's other watchers
+	s.ring.Close() // refuse further datagrams; schedule the consumer, which sees endReason and done
 	if s.pull {
 		s.teardownPull()
 	}
@@ -214,11 +216,6 @@ func (r *Router) forgetLocked(s *Session) {
 	if r.removeLocked(s) {
 		close(s.ready)
 	}
-}
-
-func (s *Session) routineSession() {
-	defer s.router.wg.Done()
-	s.drain()
 }
 
 // shutdownLocked ends every session and answers every queued request. It

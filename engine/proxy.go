@@ -91,6 +91,9 @@ type ProxyConfig struct {
 	// RingSize and PendingBuffer size each tunnel's queues (see Options).
 	RingSize      int
 	PendingBuffer int
+	// Workers is the number of executor workers that run every
+	// connection's tunnels (see Executor). Default DefaultWorkers().
+	Workers int
 	// Hold keeps datagrams that overtake their request (see HoldOptions).
 	// Default: DefaultHoldMax datagrams for DefaultHoldTimeout.
 	Hold HoldOptions
@@ -128,6 +131,7 @@ type Proxy struct {
 	listeners map[*quic.Listener]struct{}
 	closed    bool
 	connsWG   sync.WaitGroup // one per ServeConn
+	exec      *Executor      // runs every connection's tunnels; started by the first ServeConn, closed by Close
 	live      map[*tunnelCounters]struct{}
 	// foldedRouter holds the router counters of connections that have
 	// ended.
@@ -323,6 +327,12 @@ func (p *Proxy) Close() error {
 	}
 	p.mu.Unlock()
 	p.connsWG.Wait()
+	p.mu.Lock()
+	exec := p.exec
+	p.mu.Unlock()
+	if exec != nil {
+		exec.Close() // after every connection's router: no session is left to run
+	}
 	if p.ip != nil {
 		p.ip.close() // after every tunnel: their Close unpublishes them
 	}
