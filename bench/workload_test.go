@@ -237,11 +237,11 @@ func (s *setup) burstLoop(pb *testing.PB) {
 
 // window is one timed run's counters.
 type window struct {
-	s                              *setup
+	s                                      *setup
 	delivered0, batches0, dropped0, wakes0 uint64
-	cpu0, busy0                    time.Duration
-	gc0                            uint32
-	churn                          *churner
+	cpu0, busy0                            time.Duration
+	gc0                                    uint32
+	churn                                  *churner
 }
 
 // startWindow settles the setup, starts the churner if asked, snapshots the

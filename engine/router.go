@@ -380,8 +380,6 @@ func (r *Router) executorOnControl() *Executor {
 	return r.exec
 }
 
-
-
 // Done is closed once the router's control plane has shut down.
 func (r *Router) Done() <-chan struct{} { return r.stopped }
 

@@ -26,7 +26,7 @@ type mutexMapRouter struct {
 	closed   bool
 
 	dropped atomic.Uint64
-	parks   parkCounter // session goroutine parks, for Wakeups
+	parks   parkCounter    // session goroutine parks, for Wakeups
 	wg      sync.WaitGroup // session goroutines
 }
 

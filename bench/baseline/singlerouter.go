@@ -20,7 +20,7 @@ type singleRouter struct {
 	stop    closeOnce   // closed by Close: the router goroutine shuts down
 	stopped chan struct{}
 	dropped atomic.Uint64
-	parks   parkCounter // consumer parks, for Wakeups
+	parks   parkCounter    // consumer parks, for Wakeups
 	wg      sync.WaitGroup // the router goroutine and every session goroutine
 }
 

@@ -17,7 +17,7 @@ type syncMapRouter struct {
 	closed bool
 
 	dropped atomic.Uint64
-	parks   parkCounter // consumer parks, for Wakeups
+	parks   parkCounter    // consumer parks, for Wakeups
 	wg      sync.WaitGroup // session goroutines
 }
 

@@ -20,7 +20,7 @@ type xsyncRouter struct {
 	closed bool
 
 	dropped atomic.Uint64
-	parks   parkCounter // consumer parks, for Wakeups
+	parks   parkCounter    // consumer parks, for Wakeups
 	wg      sync.WaitGroup // session goroutines
 }
 
