@@ -237,11 +237,11 @@ func (s *setup) burstLoop(pb *testing.PB) {
 
 // window is one timed run's counters.
 type window struct {
-	s                              *setup
-	delivered0, batches0, dropped0 uint64
-	cpu0, busy0                    time.Duration
-	gc0                            uint32
-	churn                          *churner
+	s                                      *setup
+	delivered0, batches0, dropped0, wakes0 uint64
+	cpu0, busy0                            time.Duration
+	gc0                                    uint32
+	churn                                  *churner
 }
 
 // startWindow settles the setup, starts the churner if asked, snapshots the
@@ -254,6 +254,7 @@ func startWindow(b *testing.B, s *setup, churn bool) *window {
 		w.churn = startChurner(s, churnRate)
 	}
 	w.dropped0 = s.r.Dropped()
+	w.wakes0 = s.r.Wakeups()
 	w.delivered0, w.batches0 = s.counts()
 	b.ReportAllocs()
 	w.gc0 = numGC()
@@ -296,6 +297,11 @@ func (w *window) stop(b *testing.B) {
 	}
 	if batches > 0 {
 		b.ReportMetric(float64(delivered)/float64(batches), "dgrams/batch")
+	}
+	if delivered > 0 {
+		// A stable count next to the noisy times: goroutine wake-ups on
+		// the datagram path per datagram delivered.
+		b.ReportMetric(float64(w.s.r.Wakeups()-w.wakes0)/float64(delivered), "wakes/dgram")
 	}
 }
 

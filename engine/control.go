@@ -129,7 +129,7 @@ func (r *Router) ctlStart(id uint64, kind Kind, args Args) (*Session, error) {
 	if err := r.ctlAdmit(id); err != nil {
 		return nil, err
 	}
-	s := newSession(r, id, args.Protocol, StatePending, r.opts.PendingBuffer)
+	s := newSession(r, id, args.Protocol, StatePending, r.opts.PendingBuffer, false)
 	ctx, cancel := context.WithTimeout(r.baseCtx, r.opts.InitTimeout)
 	s.initCancel = cancel
 	r.ctlInsert(s)
@@ -144,16 +144,18 @@ func (r *Router) ctlRegister(id uint64, h Handler) (*Session, error) {
 	if err := r.ctlAdmit(id); err != nil {
 		return nil, err
 	}
-	s := newSession(r, id, "", StateActive, r.opts.RingSize)
+	s := newSession(r, id, "", StateActive, r.opts.RingSize, h == nil)
 	s.handler = h
-	s.pull = h == nil
+	if b, ok := h.(BlockingHandler); ok && b.Blocking() {
+		s.dedicated = make(chan struct{}, 1)
+	}
 	close(s.ready)
 	r.ctlInsert(s)
 	r.counters.registered.Add(1)
 	r.counters.active.Add(1)
 	if h != nil {
-		r.wg.Add(1)
-		go s.routineSession()
+		r.wg.Add(1) // the session's run; finish ends it
+		s.run()
 	}
 	return s, nil
 }
@@ -207,8 +209,8 @@ func (r *Router) ctlEnd(s *Session, reason error) {
 	r.counters.active.Add(-1)
 	s.endReason.store(reason)
 	r.ctlRemove(s)
-	s.ring.Close() // refuses further datagrams and wakes the session goroutine
 	close(s.done)  // tell the pull-mode owner, and Done's other watchers
+	s.ring.Close() // refuse further datagrams; schedule the consumer, which sees endReason and done
 	if s.pull {
 		s.teardownPull()
 	}
@@ -221,11 +223,6 @@ func (r *Router) ctlForget(s *Session) {
 	if r.ctlRemove(s) {
 		close(s.ready)
 	}
-}
-
-func (s *Session) routineSession() {
-	defer s.router.wg.Done()
-	s.drain()
 }
 
 // ctlShutdown ends every session and answers every queued request. It

@@ -39,8 +39,12 @@ func (f KindFunc) Start(ctx context.Context, s *Session, args Args) (Handler, er
 
 // A Handler consumes the datagrams of one active session.
 //
-// The router calls a Handler from a single goroutine at a time (the
-// session's goroutine), so HandleDatagrams and Close never overlap.
+// The router calls a Handler from one goroutine at a time, so
+// HandleDatagrams and Close never overlap; which goroutine may change from
+// call to call. It runs on a worker of the router's Executor, which serves
+// many sessions: HandleDatagrams and Close must not block (no waiting on a
+// lock, a channel, or a blocking write). A Handler that must block
+// implements BlockingHandler.
 type Handler interface {
 	// HandleDatagrams receives a batch of HTTP Datagram payloads (context
 	// ID first, as on the wire after the quarter stream ID) in arrival
@@ -51,6 +55,17 @@ type Handler interface {
 	// reason: ErrUnregistered, ErrStreamReset, ErrRouterClosed,
 	// ErrCancelled, or the error given to Session.CloseWithError.
 	Close(reason error)
+}
+
+// A BlockingHandler is a Handler that may block in HandleDatagrams or Close.
+// When Blocking reports true (it is asked once, when the session becomes
+// active), the router runs the session on a goroutine of its own rather
+// than on an executor worker, as it ran every session before the executor:
+// a blocked handler then delays only its own session, at the cost of a
+// goroutine wake-up per batch.
+type BlockingHandler interface {
+	Handler
+	Blocking() bool
 }
 
 // Args says what session to start.

@@ -63,6 +63,14 @@ type Options struct {
 	// Shards is the shard count of the session map (power of two).
 	// Default 8.
 	Shards int
+	// Executor runs the router's active sessions (those with a Handler).
+	// A proxy shares one among its connections' routers and closes it
+	// after them. Nil: the router starts its own, with Workers workers,
+	// when its first such session starts, and closes it in Close.
+	Executor *Executor
+	// Workers is the worker count of the router's own executor; ignored
+	// when Executor is set. Default DefaultWorkers().
+	Workers int
 }
 
 func (o Options) withDefaults() Options {
@@ -104,10 +112,11 @@ func (o Options) withDefaults() Options {
 //     cancels sessions, and it handles stream resets and Close. Public
 //     methods other than Dispatch, Lookup and Stats send it a request.
 //
-// Each active session has a goroutine of its own (routineSession) that pops
-// its ring in batches and parks only when the ring is empty. A session's
-// Kind.Start runs on that same goroutine before activation, so a slow init
-// delays nothing but its own session.
+// Active sessions have no goroutine of their own: an Executor's workers run
+// the sessions that have work, one batch per turn, and a session is put on
+// its worker's ready list on its ring's empty → non-empty edge (see
+// executor.go). A session's Kind.Start runs on a goroutine of its own
+// before activation, so a slow init delays nothing but its own session.
 type Router struct {
 	opts     Options
 	sessions *shardmap.Map[Session]
@@ -132,6 +141,12 @@ type Router struct {
 	// only.
 	live int
 
+	// exec runs the active sessions; ownExec says the router started it
+	// (on the control plane, which alone writes both; Close reads them
+	// after the control plane has ended).
+	exec    *Executor
+	ownExec bool
+
 	counters counters
 }
 
@@ -144,6 +159,7 @@ func NewRouter(opts Options) *Router {
 	}
 	r := &Router{
 		opts:     opts,
+		exec:     opts.Executor,
 		sessions: shardmap.New[Session](shardmap.WithShards(opts.Shards)),
 		ctl:      make(chan ctlMsg, 16),
 		stopping: make(chan struct{}),
@@ -348,7 +364,20 @@ func (r *Router) Reset(streamID uint64) error {
 func (r *Router) Close() error {
 	r.stopOnce.Do(func() { close(r.stopping) })
 	r.wg.Wait()
+	if r.ownExec {
+		r.exec.Close() // every session has finished: the workers are idle
+	}
 	return nil
+}
+
+// executorOnControl returns the executor, starting the router's own on
+// first use. Control plane only.
+func (r *Router) executorOnControl() *Executor {
+	if r.exec == nil {
+		r.exec = NewExecutor(r.opts.Workers)
+		r.ownExec = true
+	}
+	return r.exec
 }
 
 // Done is closed once the router's control plane has shut down.

@@ -53,17 +53,52 @@ type Session struct {
 
 	delivered atomic.Uint64 // datagrams handed to the Handler or popped
 	protocol  string
+
+	// Scheduling of a session with a Handler (see executor.go). worker and
+	// node are set by newSession and immutable. dedicated is non-nil for a
+	// BlockingHandler, whose session runs on a goroutine of its own that
+	// waits on it; written before the pending → active transition, read by
+	// Wake only after a Park that follows it. finished is written by the
+	// session's consumer when it tears the session down.
+	worker    *worker
+	node      schedNode
+	dedicated chan struct{}
+	finished  bool
 }
 
-func newSession(r *Router, id uint64, protocol string, state State, limit int) *Session {
+// sessionWaker is a Session seen as its ring's ringbuf.Waker, so that Wake
+// is not part of Session's API. (The conversion costs nothing.)
+type sessionWaker Session
+
+// Wake schedules the session after its ring's empty → non-empty edge (or its
+// Close): exactly once per Park that returned true.
+func (w *sessionWaker) Wake() {
+	s := (*Session)(w)
+	if s.dedicated != nil {
+		s.dedicated <- struct{}{} // capacity 1, one send per park: never blocks
+		return
+	}
+	s.worker.schedule(&s.node)
+}
+
+// newSession makes a session. A pull-mode session's owner parks on its ring
+// with Arm and Notify; any other session is scheduled on a worker of the
+// router's executor. It runs on the control plane.
+func newSession(r *Router, id uint64, protocol string, state State, limit int, pull bool) *Session {
 	s := &Session{
 		id:       id,
 		router:   r,
 		ready:    make(chan struct{}),
 		done:     make(chan struct{}),
 		protocol: protocol,
+		pull:     pull,
 	}
 	s.ring.Init(r.opts.RingSize)
+	if !pull {
+		s.worker = r.executorOnControl().place()
+		s.node.s = s
+		s.ring.SetWaker((*sessionWaker)(s))
+	}
 	s.state.v.Store(uint32(state))
 	s.ring.SetLimit(limit)
 	return s
@@ -169,6 +204,9 @@ func (s *Session) routineInit(ctx context.Context, kind Kind, args Args) {
 	}
 
 	s.handler = h // published by the transition below
+	if b, ok := h.(BlockingHandler); ok && b.Blocking() {
+		s.dedicated = make(chan struct{}, 1)
+	}
 	if !s.state.transition(StatePending, StateActive) {
 		// A cancel won the race: this init came too late. Tear its
 		// handler down; it never sees a datagram.
@@ -185,7 +223,8 @@ func (s *Session) routineInit(ctx context.Context, kind Kind, args Args) {
 	// has no effect.
 	s.ring.SetLimit(s.ring.Cap())
 	close(s.ready) // release the starter
-	s.drain()
+	r.wg.Add(1)    // the session's run; finish ends it
+	s.run()
 }
 
 // callStart runs kind.Start, turning a panic into an error.
@@ -202,26 +241,73 @@ func callStart(ctx context.Context, kind Kind, s *Session, args Args) (h Handler
 	return h, err
 }
 
-// drain is the body of the session goroutine of an active session: pop a
-// batch, hand it to the Handler, park only when the ring is empty.
-func (s *Session) drain() {
-	r := s.router
-	batch := make([][]byte, r.opts.BatchSize)
-	for s.state.load() == StateActive {
-		n := s.ring.PopBatch(batch)
-		if n == 0 {
-			// Park on the ring alone (a plain channel receive, cheaper
-			// than a select): ending the session closes the ring, and
-			// closing a ring wakes its consumer.
-			s.ring.Wait(nil)
-			continue
-		}
+// run starts consuming an active session with a Handler: its first turn on
+// its worker, or its own goroutine for a BlockingHandler. The ring starts
+// unparked, so this first turn is owed (ringbuf.Ring.SetWaker).
+func (s *Session) run() {
+	if s.dedicated != nil {
+		go s.routineDedicated()
+		return
+	}
+	s.worker.schedule(&s.node)
+}
+
+// runTurn is one turn of an active session: pop a batch, hand it to the
+// Handler, and report whether the session wants another turn at once (its
+// batch was full, or an item arrived as it parked). When the session has
+// ended, runTurn tears it down instead and reports false. w, the worker
+// running the turn, is nil on a dedicated goroutine.
+//
+// Only the session's consumer calls runTurn: the worker it was scheduled on
+// (one turn at a time, since a session is on one list at most once), or its
+// dedicated goroutine.
+func (s *Session) runTurn(scratch *[][]byte, w *worker) bool {
+	if s.ring.Closed() {
+		// endLocked stores endReason and closes done before it closes
+		// the ring, so both are visible here.
+		s.finish()
+		return false
+	}
+	bs := s.router.opts.BatchSize
+	if len(*scratch) < bs {
+		*scratch = make([][]byte, bs)
+	}
+	batch := (*scratch)[:bs]
+	n := s.ring.PopBatch(batch)
+	if n > 0 {
 		s.deliver(batch[:n])
 		clear(batch[:n])
+		if w != nil {
+			w.dgrams.Add(uint64(n))
+		}
 	}
-	<-s.done // the ender stores endReason before closing done
+	if n == bs {
+		return true // maybe more: the back of the line, after the others
+	}
+	return !s.ring.Park()
+}
+
+// finish tears an ended session down on its consumer and closes its
+// Handler.
+func (s *Session) finish() {
+	s.finished = true
 	s.teardown()
 	s.closeHandler(s.endReason.load())
+	s.router.wg.Done()
+}
+
+// routineDedicated is the goroutine of a session whose Handler may block.
+func (s *Session) routineDedicated() {
+	scratch := make([][]byte, s.router.opts.BatchSize)
+	for {
+		if s.runTurn(&scratch, nil) {
+			continue
+		}
+		if s.finished {
+			return
+		}
+		<-s.dedicated // Wake's send: an item arrived, or the session ended
+	}
 }
 
 // deliver hands a batch to the Handler, then releases it. A panicking

@@ -26,6 +26,7 @@ func layoutOf[T any]() []fieldPos {
 		{"mask", unsafe.Offsetof(r.mask), unsafe.Sizeof(r.mask), "read-mostly"},
 		{"limit", unsafe.Offsetof(r.limit), unsafe.Sizeof(r.limit), "read-mostly"},
 		{"wake", unsafe.Offsetof(r.wake), unsafe.Sizeof(r.wake), "read-mostly"},
+		{"waker", unsafe.Offsetof(r.waker), unsafe.Sizeof(r.waker), "read-mostly"},
 		{"count", prod + unsafe.Offsetof(r.prod.count), unsafe.Sizeof(r.prod.count), "producers"},
 		{"tail", prod + unsafe.Offsetof(r.prod.tail), unsafe.Sizeof(r.prod.tail), "producers"},
 		{"dropped", prod + unsafe.Offsetof(r.prod.dropped), unsafe.Sizeof(r.prod.dropped), "producers"},

@@ -111,6 +111,10 @@ func (r *Ring[T]) wakeSlow() {
 	// the edge already; don't retry.
 	if r.prod.parked.CompareAndSwap(true, false) {
 		r.prod.wakeups.Add(1)
+		if r.waker != nil {
+			r.waker.Wake() // the consumer is not running: have it scheduled
+			return
+		}
 		select {
 		case r.wake <- struct{}{}: // hand the consumer its token
 		default: // a token is already waiting; the consumer will wake on it

@@ -136,6 +136,7 @@ type Ring[T any] struct {
 	mask  uint64
 	limit atomic.Int64       // soft capacity in [0, cap], or closedLimit
 	wake  chan struct{}      // capacity 1; see park.go
+	waker Waker              // set by SetWaker: parks go through Park instead of wake; see waker.go
 	_     [cacheLinePad]byte // keep the lines below off the read-mostly line
 
 	prod producerLine
@@ -352,6 +353,15 @@ func (r *Ring[T]) SetLimit(n int) {
 // idempotent and may be called from any goroutine.
 func (r *Ring[T]) Close() {
 	r.limit.Store(closedLimit) // every reservation ordered after this fails; see Drain
+	if r.waker != nil {
+		// Dekker with Park: Park stores parked and then loads limit; we
+		// stored limit and now load parked. The CAS picks one waker.
+		if r.prod.parked.Load() && r.prod.parked.CompareAndSwap(true, false) {
+			r.prod.wakeups.Add(1)
+			r.waker.Wake()
+		}
+		return
+	}
 	// Dekker with Arm: Arm stores parked and then loads limit. If Arm's load
 	// missed the store above, this token is sent after Arm drained the
 	// channel, so the parked consumer receives it.

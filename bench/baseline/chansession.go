@@ -40,10 +40,13 @@ func (s *chanSession) end() { close(s.done) }
 // A send on a channel whose receiver is parked hands the value straight to
 // that receiver and readies it, so an idle session costs its dispatcher a
 // goroutine wake-up per datagram; that is part of what this design costs.
-func routineChanSession(s *chanSession, c Consumer, cfg Config, dropped *atomic.Uint64, wg *sync.WaitGroup) {
+func routineChanSession(s *chanSession, key uint64, c Consumer, cfg Config, dropped *atomic.Uint64, parks *parkCounter, wg *sync.WaitGroup) {
 	defer wg.Done()
 	batch := make([][]byte, 0, cfg.BatchSize)
 	for {
+		if len(s.ch) == 0 {
+			parks.add(key) // about to park (a racy look, exact enough for a rate)
+		}
 		select {
 		case d := <-s.ch:
 			batch = append(batch, d)

@@ -8,20 +8,24 @@ import (
 )
 
 // engineRouter adapts masqroute's engine.Router to Router: Add is Register,
-// Remove is Unregister, Dispatch is Dispatch. Each session runs the
-// engine's own session goroutine (ring batch pop, park only when empty).
+// Remove is Unregister, Dispatch is Dispatch. Sessions run on the engine's
+// executor (GOMAXPROCS workers; ring batch pop, a worker parks only when no
+// session has work).
 type engineRouter struct {
-	r *engine.Router
+	r    *engine.Router
+	exec *engine.Executor
 }
 
 // NewEngine returns masqroute's engine.Router behind the Router interface.
 // Config.QueueCap is the ring size, Config.BatchSize the handler batch.
 func NewEngine(cfg Config) Router {
 	cfg = cfg.withDefaults()
-	return &engineRouter{r: engine.NewRouter(engine.Options{
+	exec := engine.NewExecutor(0)
+	return &engineRouter{exec: exec, r: engine.NewRouter(engine.Options{
 		RingSize:  cfg.QueueCap,
 		BatchSize: cfg.BatchSize,
 		Release:   cfg.Release,
+		Executor:  exec,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})}
 }
@@ -35,11 +39,16 @@ func Engine(r Router) *engine.Router {
 	return nil
 }
 
-// handler adapts a Consumer to engine.Handler.
+// handler adapts a Consumer to engine.Handler. A Consumer that may block
+// says so with a Blocking method, as an engine.BlockingHandler does.
 type handler struct{ c Consumer }
 
 func (h handler) HandleDatagrams(batch [][]byte) { h.c.HandleDatagrams(batch) }
 func (h handler) Close(error)                    {}
+func (h handler) Blocking() bool {
+	b, ok := h.c.(interface{ Blocking() bool })
+	return ok && b.Blocking()
+}
 
 func (e *engineRouter) Add(streamID uint64, c Consumer) error {
 	_, err := e.r.Register(streamID, handler{c})
@@ -68,4 +77,11 @@ func (e *engineRouter) Dispatch(streamID uint64, d []byte) bool {
 // timed region.
 func (e *engineRouter) Dropped() uint64 { return e.r.Stats().Dropped() }
 
-func (e *engineRouter) Close() { _ = e.r.Close() }
+// Wakeups counts the executor's worker wake-ups: the engine's sessions
+// have no goroutines of their own.
+func (e *engineRouter) Wakeups() uint64 { return e.exec.Stats().Wakeups }
+
+func (e *engineRouter) Close() {
+	_ = e.r.Close()
+	e.exec.Close()
+}

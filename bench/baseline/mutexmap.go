@@ -26,6 +26,7 @@ type mutexMapRouter struct {
 	closed   bool
 
 	dropped atomic.Uint64
+	parks   parkCounter    // session goroutine parks, for Wakeups
 	wg      sync.WaitGroup // session goroutines
 }
 
@@ -104,7 +105,7 @@ func (s *mqSession) popLocked(dst [][]byte) int {
 // routineMutexSession is the session goroutine: pop a batch under the
 // session's mutex, hand it over, park on hasData only when the queue is
 // empty. Once the session is closed it discards what is left.
-func (r *mutexMapRouter) routineMutexSession(s *mqSession, c Consumer) {
+func (r *mutexMapRouter) routineMutexSession(s *mqSession, key uint64, c Consumer) {
 	defer r.wg.Done()
 	batch := make([][]byte, r.cfg.BatchSize)
 	for {
@@ -127,6 +128,7 @@ func (r *mutexMapRouter) routineMutexSession(s *mqSession, c Consumer) {
 		n := s.popLocked(batch)
 		s.mu.Unlock()
 		if n == 0 {
+			r.parks.add(key)
 			select {
 			case <-s.hasData:
 			case <-s.done:
@@ -157,7 +159,7 @@ func (r *mutexMapRouter) Add(streamID uint64, c Consumer) error {
 	}
 	r.sessions[streamID] = s
 	r.wg.Add(1)
-	go r.routineMutexSession(s, c)
+	go r.routineMutexSession(s, streamID, c)
 	return nil
 }
 
@@ -199,3 +201,5 @@ func (r *mutexMapRouter) Close() {
 	}
 	r.wg.Wait()
 }
+
+func (r *mutexMapRouter) Wakeups() uint64 { return r.parks.load() }

@@ -35,6 +35,10 @@ type Router interface {
 	Dispatch(streamID uint64, d []byte) bool
 	// Dropped is the number of datagrams dropped so far, for any reason.
 	Dropped() uint64
+	// Wakeups is the number of times a goroutine on the datagram path
+	// (a session's consumer, a router goroutine, an executor worker)
+	// parked for want of work so far: each park costs a wake-up.
+	Wakeups() uint64
 	// Close ends every session and returns once every goroutine the
 	// router started has ended. Datagrams still queued are discarded.
 	Close()

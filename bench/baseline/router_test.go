@@ -29,6 +29,10 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{in: make(chan struct{})} }
 
+// Blocking tells the engine that a gated recorder blocks, so that it gets a
+// goroutine of its own instead of stalling an executor worker.
+func (c *recorder) Blocking() bool { return c.gate != nil }
+
 func (c *recorder) HandleDatagrams(batch [][]byte) {
 	c.once.Do(func() {
 		close(c.in)

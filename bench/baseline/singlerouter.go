@@ -20,6 +20,7 @@ type singleRouter struct {
 	stop    closeOnce   // closed by Close: the router goroutine shuts down
 	stopped chan struct{}
 	dropped atomic.Uint64
+	parks   parkCounter    // consumer parks, for Wakeups
 	wg      sync.WaitGroup // the router goroutine and every session goroutine
 }
 
@@ -127,6 +128,9 @@ func (r *singleRouter) routineSingleRouter() {
 	defer r.wg.Done()
 	sessions := make(map[uint64]*chanSession)
 	for {
+		if len(r.inbox) == 0 {
+			r.parks.add(0) // about to park on the inbox
+		}
 		select {
 		case m := <-r.inbox:
 			r.handle(sessions, m)
@@ -174,7 +178,7 @@ func (r *singleRouter) handle(sessions map[uint64]*chanSession, m srMsg) {
 		s := newChanSession(r.cfg)
 		sessions[m.id] = s
 		r.wg.Add(1)
-		go routineChanSession(s, m.c, r.cfg, &r.dropped, &r.wg)
+		go routineChanSession(s, m.id, m.c, r.cfg, &r.dropped, &r.parks, &r.wg)
 		m.reply <- nil
 	case srRemove:
 		if s := sessions[m.id]; s != nil {
@@ -184,3 +188,5 @@ func (r *singleRouter) handle(sessions map[uint64]*chanSession, m srMsg) {
 		m.reply <- nil
 	}
 }
+
+func (r *singleRouter) Wakeups() uint64 { return r.parks.load() }

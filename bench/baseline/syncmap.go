@@ -17,6 +17,7 @@ type syncMapRouter struct {
 	closed bool
 
 	dropped atomic.Uint64
+	parks   parkCounter    // consumer parks, for Wakeups
 	wg      sync.WaitGroup // session goroutines
 }
 
@@ -45,7 +46,7 @@ func (r *syncMapRouter) Add(streamID uint64, c Consumer) error {
 	}
 	s := newChanSession(r.cfg)
 	r.wg.Add(1)
-	go routineChanSession(s, c, r.cfg, &r.dropped, &r.wg)
+	go routineChanSession(s, streamID, c, r.cfg, &r.dropped, &r.parks, &r.wg)
 	r.sessions.Store(streamID, s) // publish: Dispatch may send from now on
 	return nil
 }
@@ -74,3 +75,5 @@ func (r *syncMapRouter) Close() {
 	r.mu.Unlock()
 	r.wg.Wait()
 }
+
+func (r *syncMapRouter) Wakeups() uint64 { return r.parks.load() }

@@ -20,6 +20,7 @@ type xsyncRouter struct {
 	closed bool
 
 	dropped atomic.Uint64
+	parks   parkCounter    // consumer parks, for Wakeups
 	wg      sync.WaitGroup // session goroutines
 }
 
@@ -48,7 +49,7 @@ func (r *xsyncRouter) Add(streamID uint64, c Consumer) error {
 	}
 	s := newChanSession(r.cfg)
 	r.wg.Add(1)
-	go routineChanSession(s, c, r.cfg, &r.dropped, &r.wg)
+	go routineChanSession(s, streamID, c, r.cfg, &r.dropped, &r.parks, &r.wg)
 	r.sessions.Store(streamID, s) // publish: Dispatch may send from now on
 	return nil
 }
@@ -77,3 +78,5 @@ func (r *xsyncRouter) Close() {
 	r.mu.Unlock()
 	r.wg.Wait()
 }
+
+func (r *xsyncRouter) Wakeups() uint64 { return r.parks.load() }

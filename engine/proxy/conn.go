@@ -52,7 +52,11 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		qc:        qc,
 		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
 	}
+	if p.exec == nil {
+		p.exec = engine.NewExecutor(p.cfg.Workers)
+	}
 	c.router = engine.NewRouter(engine.Options{
+		Executor:      p.exec,
 		MaxTunnels:    p.cfg.MaxTunnelsPerConn,
 		RingSize:      p.cfg.RingSize,
 		PendingBuffer: p.cfg.PendingBuffer,

@@ -93,6 +93,10 @@ type Config struct {
 	// RingSize and PendingBuffer size each tunnel's queues (see [engine.Options]).
 	RingSize      int
 	PendingBuffer int
+	// Workers is the number of executor workers that run every
+	// connection's tunnels (see [engine.Executor]). Default
+	// [engine.DefaultWorkers].
+	Workers int
 	// Hold keeps datagrams that overtake their request (see
 	// [engine.HoldOptions]). Default: DefaultHoldMax datagrams for
 	// [engine.DefaultHoldTimeout].
@@ -131,7 +135,8 @@ type Proxy struct {
 	conns     map[*proxyConn]struct{}
 	listeners map[*quic.Listener]struct{}
 	closed    bool
-	connsWG   sync.WaitGroup // one per ServeConn
+	connsWG   sync.WaitGroup   // one per ServeConn
+	exec      *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
 	live      map[*tunnelCounters]struct{}
 	// foldedRouter holds the router counters of connections that have
 	// ended.
@@ -325,6 +330,12 @@ func (p *Proxy) Close() error {
 	}
 	p.mu.Unlock()
 	p.connsWG.Wait()
+	p.mu.Lock()
+	exec := p.exec
+	p.mu.Unlock()
+	if exec != nil {
+		exec.Close() // after every connection's router: no session is left to run
+	}
 	if p.ip != nil {
 		p.ip.close() // after every tunnel: their Close unpublishes them
 	}
