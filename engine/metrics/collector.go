@@ -215,7 +215,8 @@ func families() []family {
 			func(s *st) uint64 { return s.CapsuleDatagrams }),
 		vector(prometheus.CounterValue, "datagrams_dropped_total",
 			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed), "+
-				"tunnel (malformed, unknown_context, oversize, send_error, return_oversize, return_send_error), "+
+				"tunnel (malformed, unknown_context, oversize, send_error, return_oversize, return_send_error, "+
+				"return_queue_full, return_closed), "+
 				"connection (capsule_error, datagram_error).", "reason",
 			labelled{"unknown_stream", func(s *st) uint64 { return s.Router.DroppedUnknown }},
 			labelled{"pending_overflow", func(s *st) uint64 { return s.Router.DroppedPendingOverflow }},
@@ -227,6 +228,8 @@ func families() []family {
 			labelled{"send_error", func(s *st) uint64 { return s.DropSendError }},
 			labelled{"return_oversize", func(s *st) uint64 { return s.DropReturnOversize }},
 			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},
+			labelled{"return_queue_full", func(s *st) uint64 { return s.DropReturnQueueFull }},
+			labelled{"return_closed", func(s *st) uint64 { return s.DropReturnClosed }},
 			labelled{"capsule_error", func(s *st) uint64 { return s.CapsuleErrors }},
 			labelled{"datagram_error", func(s *st) uint64 { return s.DatagramErrors }},
 			labelled{"ip_source", func(s *st) uint64 { return s.DropSource }},

@@ -24,6 +24,7 @@ type proxyConn struct {
 	qc     *quic.Conn
 	h3     *h3.Conn
 	router *engine.Router
+	sender *sender // replies to the client (sender.go)
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
@@ -52,9 +53,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		qc:        qc,
 		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
 	}
-	if p.exec == nil {
-		p.exec = engine.NewExecutor(p.cfg.Workers)
-	}
+	p.startDataPathLocked()
 	c.router = engine.NewRouter(engine.Options{
 		Executor:      p.exec,
 		MaxTunnels:    p.cfg.MaxTunnelsPerConn,
@@ -66,6 +65,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		Sender:        qc,
 		Logger:        p.log,
 	})
+	c.sender = newSender(qc, &p.counters)
 	p.conns[c] = struct{}{}
 	p.connsWG.Add(1)
 	p.mu.Unlock()
@@ -88,10 +88,12 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		err = hc.Serve() // returns once the connection closed and every handler returned
 		<-rx
 	}
-	c.router.Close()
+	c.router.Close() // every tunnel has closed: nothing queues replies any more
+	c.sender.close()
 	p.mu.Lock()
 	delete(p.conns, c)
 	addRouterStats(&p.foldedRouter, c.router.Stats())
+	p.counters.senderWakeups.Add(c.sender.wakeups())
 	p.mu.Unlock()
 	return err
 }

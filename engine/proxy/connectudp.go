@@ -20,24 +20,25 @@ import (
 
 // The CONNECT-UDP tunnel (RFC 9298). Its pipeline, per tunnel:
 //
-//	client → target (sequential, the session goroutine):
-//	    ring batch → HandleDatagrams → context ID check → udpio.WriteBatch (sendmmsg)
-//	target → client (sequential, routineUDPReceive, one goroutine per tunnel):
-//	    udpio.ReadBatch (recvmmsg) into pooled buffers with headroom
-//	    → header written in front → quic.Conn.SendDatagram (or a DATAGRAM capsule)
+//	client → target (an executor worker, one batch per turn):
+//	    ring batch → HandleDatagrams → context ID check
+//	    → udpio.WriteBatch (GSO runs of same-size datagrams, sendmmsg for the rest)
+//	target → client (the proxy's pollers: one epoll wake serves many sockets):
+//	    edge → onReadable → udpio.TryReadBatch (recvmmsg) into pooled buffers
+//	    with headroom → header written in front → the connection's reply ring
+//	    → its sender: quic.Conn.SendDatagram (or a DATAGRAM capsule)
 //
-// Both directions run in parallel with each other and with every other
-// tunnel; neither takes a lock per datagram.
+// No goroutine belongs to a tunnel (off Linux, where there is no poller, a
+// receive goroutine per tunnel reads instead). Neither direction takes a
+// lock per datagram, and neither waits on the client: only the connection's
+// sender does (sender.go).
 
 // ErrIdleTimeout ends a tunnel that carried nothing for
 // Config.IdleTimeout.
 var ErrIdleTimeout = errors.New("masqroute: tunnel idle timeout")
 
-// udpReadBatch is the most buffers routineUDPReceive reads into at once.
-// It starts with one and doubles the batch while reads fill it, halving it
-// again after udpShrinkAfter reads that do not: a busy tunnel reads in
-// batches (recvmmsg), an idle one holds a single 2 KiB buffer while it
-// waits, not udpReadBatch of them.
+// udpReadBatch is the most buffers one read of a target socket fills; see
+// readReplies for how the batch adapts.
 const (
 	udpReadBatch   = 8
 	udpShrinkAfter = 16
@@ -68,21 +69,46 @@ func (k *udpKind) Start(ctx context.Context, s *engine.Session, args engine.Args
 		return nil, &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDestUnavailable,
 			Details: "cannot reach target", Err: err}
 	}
+	t, err := newUDPTunnel(p, s, req, conn, req.conn.sender, p.nextPoller())
+	if err != nil {
+		p.counters.tunnelFailDial.Add(1)
+		return nil, &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDestUnavailable,
+			Details: "cannot watch the target socket", Err: err}
+	}
+	if p.cfg.IdleTimeout > 0 {
+		t.idle = time.AfterFunc(p.cfg.IdleTimeout, t.checkIdle)
+	}
+	return t, nil
+}
+
+// newUDPTunnel makes the tunnel of session s over the connected socket conn
+// and starts reading it: registered with poller, or with a goroutine of its
+// own when poller is nil. Replies go through snd. On error conn is closed.
+func newUDPTunnel(p *Proxy, s *engine.Session, req *Request, conn *udpio.Conn, snd *sender, poller *udpio.Poller) (*udpTunnel, error) {
 	t := &udpTunnel{
 		p:       p,
 		s:       s,
 		conn:    conn,
 		req:     req,
-		target:  addr,
+		target:  conn.RemoteAddr(),
 		maxSize: p.cfg.MaxDatagramPayload,
+		snd:     snd,
+		poller:  poller,
+		readK:   1,
 		done:    make(chan struct{}),
 	}
 	t.touch()
-	if p.cfg.IdleTimeout > 0 {
-		t.idle = time.AfterFunc(p.cfg.IdleTimeout, t.checkIdle)
-	}
 	p.trackTunnel(&t.c, true)
-	go t.routineUDPReceive()
+	if poller == nil {
+		go t.routineUDPReceive()
+		return t, nil
+	}
+	var err error
+	if t.reg, err = poller.Add(conn, t.onReadable); err != nil {
+		conn.Close()
+		t.fold()
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -133,11 +159,21 @@ type udpTunnel struct {
 	lastActive atomic.Int64 // unix nanoseconds of the last datagram either way
 	idle       *time.Timer
 
-	// writes is the session goroutine's scratch batch.
+	// writes is the scratch batch of HandleDatagrams.
 	writes [][]byte
 
+	// The read side (readReplies), owned by the socket's reader.
+	snd       *sender             // the connection's reply sender
+	poller    *udpio.Poller       // nil: a receive goroutine reads instead
+	reg       *udpio.Registration // the socket's registration with poller
+	readK     int                 // buffers per read, 1 to udpReadBatch
+	readSlack int                 // reads in a row that did not fill half the batch
+	inflight  atomic.Int64        // replies with the sender, not yet replied
+	closed    atomic.Bool         // Close has run; the last reply folds the counters
+	foldOnce  sync.Once
+
 	closeOnce sync.Once
-	done      chan struct{} // closed when routineUDPReceive has ended
+	done      chan struct{} // closed when routineUDPReceive has ended (no poller)
 }
 
 func (t *udpTunnel) touch() { t.lastActive.Store(time.Now().UnixNano()) }
@@ -154,7 +190,8 @@ func (t *udpTunnel) checkIdle() {
 }
 
 // HandleDatagrams writes a batch of client datagrams to the target. It runs
-// on the session goroutine.
+// on an executor worker and does not block: the socket is non-blocking, and
+// a datagram the kernel cannot take is dropped and counted.
 func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 	w := t.writes[:0]
 	for _, d := range batch {
@@ -191,7 +228,9 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 		}
 		if errors.Is(err, udpio.ErrTargetUnreachable) {
 			// The ICMP error belongs to an earlier datagram; this one
-			// was not sent. Count the report and retry the rest once.
+			// was not sent. Count the report and send the rest: the
+			// kernel keeps one pending error per socket, and reporting
+			// it cleared it.
 			t.c.targetUnreachable.Add(1)
 			continue
 		}
@@ -201,54 +240,29 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 	clear(t.writes)
 }
 
-// routineUDPReceive reads the target's replies and sends them to the client.
+// onReadable is the tunnel's Poller handler: the target socket became
+// readable (edge-triggered). It reads one batch and reports whether the
+// batch came back full, so that the poller calls it again in its next round;
+// a short read has emptied the socket, and a later datagram raises a new
+// edge. It runs on the poller's goroutine and never blocks.
+func (t *udpTunnel) onReadable() (more bool) {
+	full, err := t.readReplies(false)
+	if err != nil {
+		if errors.Is(err, udpio.ErrTargetUnreachable) || errors.Is(err, udpio.ErrTooLarge) {
+			t.c.targetUnreachable.Add(1)
+			return true // datagrams may be queued behind the error
+		}
+		return false // closed: Close removes the registration
+	}
+	return full
+}
+
+// routineUDPReceive reads the target's replies where no Poller is available
+// (not Linux): one goroutine per tunnel, blocked in ReadBatch.
 func (t *udpTunnel) routineUDPReceive() {
 	defer close(t.done)
-	log := t.p.log
-	log.Debug("masqroute: tunnel receive started", "stream", t.s.StreamID(), "target", t.target)
-	defer log.Debug("masqroute: tunnel receive stopped", "stream", t.s.StreamID())
-
-	var (
-		bufs  [udpReadBatch]*udpio.Buffer
-		views [udpReadBatch][]byte
-		sizes [udpReadBatch]int
-		k     = 1 // buffers in use: bufs[:k]
-		slack int // reads in a row that did not fill the batch
-	)
-	bufs[0] = udpBuffers.Get()
-	views[0] = bufs[0].Payload()
-	defer func() {
-		for _, b := range bufs[:k] {
-			udpBuffers.Put(b)
-		}
-	}()
 	for {
-		n, truncated, err := t.conn.ReadBatch(views[:k], sizes[:k])
-		t.c.dropOversize.Add(uint64(truncated))
-		for i := range n {
-			t.sendToClient(bufs[i], sizes[i])
-		}
-		switch {
-		case n == k && k < udpReadBatch: // busy: read more at once
-			for i := k; i < 2*k; i++ {
-				bufs[i] = udpBuffers.Get()
-				views[i] = bufs[i].Payload()
-			}
-			k, slack = 2*k, 0
-		case n < k/2:
-			if slack++; slack >= udpShrinkAfter { // quiet again: give buffers back
-				for i := k / 2; i < k; i++ {
-					udpBuffers.Put(bufs[i])
-					bufs[i], views[i] = nil, nil
-				}
-				k, slack = k/2, 0
-			}
-		default:
-			slack = 0
-		}
-		if n > 0 {
-			t.touch()
-		}
+		_, err := t.readReplies(true)
 		if err != nil {
 			if errors.Is(err, udpio.ErrTargetUnreachable) || errors.Is(err, udpio.ErrTooLarge) {
 				t.c.targetUnreachable.Add(1)
@@ -259,43 +273,134 @@ func (t *udpTunnel) routineUDPReceive() {
 	}
 }
 
-// sendToClient sends one reply of n bytes, in b's payload area, to the
-// client: as a QUIC datagram, or as a DATAGRAM capsule on the request stream
-// when the connection has no datagrams.
-func (t *udpTunnel) sendToClient(b *udpio.Buffer, n int) {
+// readReplies reads one batch of the target's replies into pooled buffers
+// and queues them on the connection's sender; wait says whether to wait for
+// the first datagram (ReadBatch) or not (TryReadBatch). It reports whether
+// the batch came back full. The batch size adapts: it starts at one buffer
+// and doubles while reads fill it, and halves again after udpShrinkAfter
+// reads that do not, so a busy tunnel reads with recvmmsg in batches and a
+// quiet one takes a single buffer per read. Between reads the tunnel holds
+// no buffer at all.
+//
+// Only the socket's reader calls it: the poller's handler calls for one
+// registration never overlap, and the fallback goroutine is alone.
+func (t *udpTunnel) readReplies(wait bool) (full bool, err error) {
+	var (
+		bufs  [udpReadBatch]*udpio.Buffer
+		views [udpReadBatch][]byte
+		sizes [udpReadBatch]int
+		n     int
+		trunc int
+	)
+	k := t.readK
+	for i := range k {
+		bufs[i] = udpBuffers.Get()
+		views[i] = bufs[i].Payload()
+	}
+	if wait {
+		n, trunc, err = t.conn.ReadBatch(views[:k], sizes[:k])
+	} else {
+		n, trunc, err = t.conn.TryReadBatch(views[:k], sizes[:k])
+	}
+	t.c.dropOversize.Add(uint64(trunc))
+	for i := range n {
+		t.queueReply(bufs[i], sizes[i])
+		bufs[i] = nil
+	}
+	for _, b := range bufs[:k] {
+		if b != nil {
+			udpBuffers.Put(b)
+		}
+	}
+	full = n+trunc == k
+	switch {
+	case full && k < udpReadBatch: // busy: read more at once
+		t.readK, t.readSlack = 2*k, 0
+	case n < k/2:
+		if t.readSlack++; t.readSlack >= udpShrinkAfter { // quiet again
+			t.readK, t.readSlack = k/2, 0
+		}
+	default:
+		t.readSlack = 0
+	}
+	if n > 0 {
+		t.touch()
+	}
+	return full, err
+}
+
+// queueReply frames the n-byte reply in b and queues it on the connection's
+// sender, which owns b from then on (it comes back through replied). A
+// reply that cannot be queued is dropped, counted, and b freed.
+func (t *udpTunnel) queueReply(b *udpio.Buffer, n int) {
 	if n > t.maxSize {
 		t.c.dropReturnOversize.Add(1)
+		udpBuffers.Put(b)
 		return
 	}
-	var err error
-	if t.req.datagrams {
-		err = t.s.SendDatagram(b.Frame(udpio.Headroom, n), udpio.Headroom, 0)
-	} else {
-		err = t.req.writeDatagramCapsule(0, b.Payload()[:n])
+	t.inflight.Add(1)
+	if !t.snd.enqueue(newReply(t, b, n, t.s.StreamID())) {
+		t.inflight.Add(-1)
+		t.c.dropReturnQueueFull.Add(1)
+		udpBuffers.Put(b)
 	}
-	if err != nil {
+}
+
+func (t *udpTunnel) request() *Request { return t.req }
+
+// replied counts the outcome of one reply and frees its buffer; it runs on
+// the sender's goroutine. The last reply of a closed tunnel folds its
+// counters into the proxy's totals.
+func (t *udpTunnel) replied(r *reply, err error) {
+	switch {
+	case err == nil:
+		t.c.toClient.Add(1)
+		t.c.toClientBytes.Add(uint64(r.n))
+	case err == errSenderClosed:
+		t.c.dropReturnClosed.Add(1)
+	default:
 		if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
 			t.c.dropReturnOversize.Add(1)
 		} else {
 			t.c.dropReturnSendError.Add(1)
 		}
-		return
 	}
-	t.c.toClient.Add(1)
-	t.c.toClientBytes.Add(uint64(n))
+	udpBuffers.Put(r.buf)
+	// Dekker with Close: we decrement, then load closed; Close stores
+	// closed, then loads inflight. One of the two sees the other.
+	if t.inflight.Add(-1) == 0 && t.closed.Load() {
+		t.fold()
+	}
 }
 
-// Close ends the tunnel: the socket is closed, which ends
-// routineUDPReceive, and Close waits for it so that no goroutine outlives
-// the session and nothing writes to the request stream afterwards.
+// fold moves the tunnel's counters into the proxy's totals, once: when the
+// tunnel has closed and none of its replies is left with the sender.
+func (t *udpTunnel) fold() {
+	t.foldOnce.Do(func() { t.p.trackTunnel(&t.c, false) })
+}
+
+// Close ends the tunnel. It unregisters the socket from its poller first
+// (which waits for a handler call in progress, so no read or queueing
+// happens afterwards), then closes it; without a poller it closes the
+// socket and waits for the receive goroutine. Replies already queued are
+// still sent (or dropped, if the request has ended) by the sender, which
+// folds the counters after the last one.
 func (t *udpTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
 		if t.idle != nil {
 			t.idle.Stop()
 		}
-		t.conn.Close()
-		<-t.done
-		t.p.trackTunnel(&t.c, false)
+		if t.reg != nil {
+			t.poller.Remove(t.reg)
+			t.conn.Close()
+		} else {
+			t.conn.Close()
+			<-t.done
+		}
+		t.closed.Store(true) // then load inflight: see replied
+		if t.inflight.Load() == 0 {
+			t.fold()
+		}
 		t.p.log.Debug("masqroute: tunnel closed", "stream", t.s.StreamID(), "target", t.target, "reason", reason)
 	})
 }

@@ -79,6 +79,9 @@ func TestMaxConns(t *testing.T) {
 	env := startProxy(t, proxy.Config{MaxConns: 2})
 	env.dial(t)
 	env.dial(t)
+	// The proxy admits a connection when it serves it, after the client's
+	// handshake has completed: wait until it has both.
+	require.Eventually(t, func() bool { return env.proxy.Stats().Conns == 2 }, 5*time.Second, time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c3, err := client.Dial(ctx, env.addr, &client.Config{TLSConfig: loopbackCert(t).ClientTLS()})

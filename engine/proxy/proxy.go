@@ -16,6 +16,7 @@ import (
 
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/template"
+	"github.com/masqroute/masqroute/engine/internal/udpio"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/engine/policy"
 )
@@ -137,7 +138,11 @@ type Proxy struct {
 	closed    bool
 	connsWG   sync.WaitGroup   // one per ServeConn
 	exec      *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
-	live      map[*tunnelCounters]struct{}
+	// pollers read every tunnel's target socket (nil off Linux: a
+	// goroutine per tunnel reads instead); started with exec.
+	pollers  []*udpio.Poller
+	nextPoll atomic.Uint32
+	live     map[*tunnelCounters]struct{}
 	// foldedRouter holds the router counters of connections that have
 	// ended.
 	foldedRouter engine.Stats
@@ -331,10 +336,13 @@ func (p *Proxy) Close() error {
 	p.mu.Unlock()
 	p.connsWG.Wait()
 	p.mu.Lock()
-	exec := p.exec
+	exec, pollers := p.exec, p.pollers
 	p.mu.Unlock()
 	if exec != nil {
 		exec.Close() // after every connection's router: no session is left to run
+	}
+	for _, pl := range pollers {
+		pl.Close() // every tunnel has removed its socket
 	}
 	if p.ip != nil {
 		p.ip.close() // after every tunnel: their Close unpublishes them
@@ -357,3 +365,34 @@ func (p *Proxy) admitTunnel() bool {
 }
 
 func (p *Proxy) releaseTunnel() { p.tunnels.Add(-1) }
+
+// startDataPathLocked starts the executor and the pollers the first time a
+// connection needs them. The caller holds p.mu.
+func (p *Proxy) startDataPathLocked() {
+	if p.exec != nil {
+		return
+	}
+	p.exec = engine.NewExecutor(p.cfg.Workers)
+	for range p.exec.Workers() {
+		pl, err := udpio.NewPoller()
+		if err != nil {
+			// No epoll here (not Linux): tunnels read with a
+			// goroutine each.
+			p.log.Debug("masqroute: no poller; a receive goroutine per tunnel", "err", err)
+			break
+		}
+		p.pollers = append(p.pollers, pl)
+	}
+}
+
+// nextPoller returns the poller for a new tunnel (round robin), or nil when
+// there is none.
+func (p *Proxy) nextPoller() *udpio.Poller {
+	p.mu.Lock()
+	pollers := p.pollers
+	p.mu.Unlock()
+	if len(pollers) == 0 {
+		return nil
+	}
+	return pollers[int(p.nextPoll.Add(1)-1)%len(pollers)]
+}

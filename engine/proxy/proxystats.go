@@ -20,7 +20,14 @@ type proxyCounters struct {
 	capsuleDatagrams    atomic.Uint64 // DATAGRAM capsules received (per capsule)
 	capsuleErrors       atomic.Uint64 // malformed or oversize capsules
 	datagramErrors      atomic.Uint64 // unparsable quarter stream IDs (each closes a connection)
-	rejected            counterVec    // refused requests by HTTP status
+	// The connections' reply senders (sender.go): batches popped,
+	// replies popped, pushes refused by a full ring, and wake-ups of
+	// senders that have exited (a live sender's are read from its ring).
+	senderBatches   atomic.Uint64
+	senderDatagrams atomic.Uint64
+	senderQueueFull atomic.Uint64
+	senderWakeups   atomic.Uint64
+	rejected        counterVec // refused requests by HTTP status
 
 	// folded holds the counters of tunnels that have ended; live tunnels
 	// are in Proxy.live.
@@ -41,6 +48,8 @@ type tunnelCounters struct {
 	dropSendError       atomic.Uint64 // the target socket failed
 	dropReturnOversize  atomic.Uint64 // reply too large for the client's QUIC datagrams
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
+	dropReturnQueueFull atomic.Uint64 // the connection's reply ring was full (a slow client)
+	dropReturnClosed    atomic.Uint64 // the connection ended with the reply still queued
 	targetUnreachable   atomic.Uint64 // ICMP errors reported by the target socket
 	// CONNECT-IP only.
 	dropSource   atomic.Uint64 // client packet from an address not assigned to the tunnel
@@ -59,6 +68,8 @@ func (c *tunnelCounters) addTo(dst *tunnelCounters) {
 	dst.dropSendError.Add(c.dropSendError.Load())
 	dst.dropReturnOversize.Add(c.dropReturnOversize.Load())
 	dst.dropReturnSendError.Add(c.dropReturnSendError.Load())
+	dst.dropReturnQueueFull.Add(c.dropReturnQueueFull.Load())
+	dst.dropReturnClosed.Add(c.dropReturnClosed.Load())
 	dst.targetUnreachable.Add(c.targetUnreachable.Load())
 	dst.dropSource.Add(c.dropSource.Load())
 	dst.dropScope.Add(c.dropScope.Load())
@@ -138,6 +149,8 @@ type Stats struct {
 	DropSendError       uint64         // client datagrams the target socket failed to send
 	DropReturnOversize  uint64         // replies too large for the client connection
 	DropReturnSendError uint64         // replies the QUIC connection refused
+	DropReturnQueueFull uint64         // replies dropped because the connection's reply ring was full
+	DropReturnClosed    uint64         // replies still queued when their connection ended
 	TargetUnreachable   uint64         // ICMP errors reported by target sockets
 	Router              engine.Stats   // every connection's router, summed (ended ones included)
 
@@ -204,6 +217,8 @@ func (p *Proxy) Stats() Stats {
 	st.DropSendError = sum.dropSendError.Load()
 	st.DropReturnOversize = sum.dropReturnOversize.Load()
 	st.DropReturnSendError = sum.dropReturnSendError.Load()
+	st.DropReturnQueueFull = sum.dropReturnQueueFull.Load()
+	st.DropReturnClosed = sum.dropReturnClosed.Load()
 	st.TargetUnreachable = sum.targetUnreachable.Load()
 	st.DropSource = sum.dropSource.Load()
 	st.DropScope = sum.dropScope.Load()

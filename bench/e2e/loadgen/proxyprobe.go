@@ -20,6 +20,8 @@ func ProxyProbe(p *proxy.Proxy) Probe {
 			"send_error":        st.DropSendError,
 			"return_oversize":   st.DropReturnOversize,
 			"return_send_error": st.DropReturnSendError,
+			"return_queue_full": st.DropReturnQueueFull,
+			"return_closed":     st.DropReturnClosed,
 			"capsule_error":     st.CapsuleErrors,
 			"datagram_error":    st.DatagramErrors,
 		} {
