@@ -173,6 +173,12 @@ func (c *control) serveCounters(w http.ResponseWriter, r *http.Request) {
 		for k, v := range pc.Drops {
 			all.Drops[k] += v
 		}
+		if all.DataPath == nil && pc.DataPath != nil {
+			all.DataPath = make(map[string]uint64)
+		}
+		for k, v := range pc.DataPath {
+			all.DataPath[k] += v
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(all)

@@ -34,6 +34,7 @@ var (
 	e2ePin        = flag.Bool("e2e.pin", true, "BenchmarkE2E: pin the proxy process to one CPU and this process to another")
 	e2ePerf       = flag.Bool("e2e.perf", true, "BenchmarkE2E: count the proxy's syscalls with perf tracepoint counters where the kernel allows")
 	e2eCPUProfile = flag.String("e2e.cpuprofile", "", "BenchmarkE2E: `dir`ectory where each proxy process writes a CPU profile of its measured interval")
+	e2eChildEnv   = flag.String("e2e.childenv", "", "BenchmarkE2E: comma-separated KEY=VALUE `list` added to every proxy process's environment (e.g. GOGC=200,GOMEMLIMIT=1GiB)")
 )
 
 func TestMain(m *testing.M) {
@@ -104,10 +105,14 @@ func (c closingMain) Run() int {
 //	                  tenants, the kernel's threads, hypervisor steal), in
 //	                  % of one CPU (/proc/stat): a run where it is high is
 //	                  suspect
-//	masqroute_datapath_*/rt  every masqroute_datapath_* counter the proxy
-//	                  exports on /metrics, per round trip (gauges as
-//	                  they are, without /rt); none until the data path
-//	                  exports them
+//	proxy-rss-MB      proxy resident set size at the end of the run, MiB
+//	proxy-peak-rss-MB the largest it was (VmHWM), MiB
+//	dp-*/rt           every masqroute_datapath_* counter the proxy exports
+//	                  on /metrics, per round trip, each label set a metric
+//	                  of its own (e2e.MetricUnit:
+//	                  masqroute_datapath_wakeups_total{goroutine="worker"}
+//	                  is dp-wakeups-worker/rt); gauges as they are,
+//	                  without /rt (dp-workers); the baseline exports none
 //
 // Round trips are the replies received over the measured interval and the
 // drain, the same span as the proxy's counters (read at its start and end).
@@ -120,6 +125,8 @@ func (c closingMain) Run() int {
 // one tunnel is the bulk case, 64 in flight on one tunnel.
 //
 //	go test -run '^$' -bench E2E -benchtime 1x -count 5 ./bench/e2e/
+//	go test -run '^$' -bench 'E2E/impl=masqroute/tunnels=100$/mode=closed' -benchtime 1x -count 3 \
+//	    ./bench/e2e/ -e2e.childenv GOGC=400      # the proxy under another GC setting
 //	go test -run '^$' -bench 'E2E/impl=masqroute/tunnels=100$/mode=closed' -benchtime 1x \
 //	    -e2e.cpuprofile /tmp/prof ./bench/e2e/
 //
@@ -143,9 +150,10 @@ type scenario struct {
 type harness struct {
 	scenarios []scenario
 	impls     []e2e.Impl
-	proxyCPU  int  // -1: unpinned
-	pinned    bool // this process is pinned (to one CPU)
-	perf      bool // syscall counters work here
+	proxyCPU  int      // -1: unpinned
+	pinned    bool     // this process is pinned (to one CPU)
+	perf      bool     // syscall counters work here
+	childEnv  []string // -e2e.childenv
 
 	rounds  map[string]int            // scenario name → rounds run
 	waiting map[string][]*measurement // scenario name/impl → results not yet reported
@@ -227,8 +235,18 @@ func newHarness(b *testing.B) *harness {
 			h.perf, counting = true, "perf tracepoint counters on the proxy process"
 		}
 	}
+	for _, kv := range list(*e2eChildEnv) {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			b.Fatalf("-e2e.childenv: %q is not KEY=VALUE", kv)
+		}
+		h.childEnv = append(h.childEnv, kv)
+	}
+	childEnv := "none"
+	if len(h.childEnv) > 0 {
+		childEnv = strings.Join(h.childEnv, " ")
+	}
 	// Printed as benchfmt configuration lines, which benchstat keeps.
-	fmt.Printf("e2e-pinning: %s\ne2e-syscalls: %s\n", pinning, counting)
+	fmt.Printf("e2e-pinning: %s\ne2e-syscalls: %s\ne2e-childenv: %s\n", pinning, counting, childEnv)
 	return h
 }
 
@@ -282,7 +300,7 @@ func (h *harness) measure(b *testing.B, sc scenario, impl e2e.Impl, round int) *
 	if h.pinned {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	}
-	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf}
+	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv}
 	if dir := *e2eCPUProfile; dir != "" {
 		require.NoError(b, os.MkdirAll(dir, 0o755))
 		pcfg.CPUProfile = filepath.Join(dir, fmt.Sprintf("%s-%s-%d.pprof", impl, strings.ReplaceAll(sc.name, "/", "-"), round))
@@ -331,6 +349,10 @@ func (m *measurement) report(b *testing.B) {
 		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "proxy-cpu-%")
 	}
 	b.ReportMetric(float64(sub(s1.CtxSwitches, s0.CtxSwitches))/rt, "proxy-ctxsw/rt")
+	if s1.PeakRSS > 0 {
+		b.ReportMetric(float64(s1.RSS)/(1<<20), "proxy-rss-MB")
+		b.ReportMetric(float64(s1.PeakRSS)/(1<<20), "proxy-peak-rss-MB")
+	}
 	if s1.Syscalls != nil {
 		b.ReportMetric(float64(sub(s1.Syscalls[""], s0.Syscalls[""]))/rt, "proxy-syscalls/rt")
 		for _, name := range e2e.SyscallNames {
@@ -353,12 +375,12 @@ func (m *measurement) report(b *testing.B) {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(s1.Metrics)) {
-		v := s1.Metrics[k]
+		v, unit := s1.Metrics[k], e2e.MetricUnit(k)
 		if v.Type == "gauge" {
-			b.ReportMetric(v.Value, k)
+			b.ReportMetric(v.Value, unit)
 			continue
 		}
-		b.ReportMetric((v.Value-s0.Metrics[k].Value)/rt, k+"/rt")
+		b.ReportMetric((v.Value-s0.Metrics[k].Value)/rt, unit+"/rt")
 	}
 	if testing.Verbose() {
 		var sb strings.Builder

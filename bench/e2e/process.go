@@ -39,6 +39,10 @@ type ProcessConfig struct {
 	// CPUProfile, if set, is where the process writes a CPU profile of
 	// the measured interval (from the Probe's first Read to its second).
 	CPUProfile string
+	// Env is added to the process's environment, KEY=VALUE each: GOGC
+	// and GOMEMLIMIT, say, to measure the proxy under another garbage
+	// collector setting.
+	Env []string
 	// CountSyscalls opens perf syscall counters on the process
 	// (SyscallCounters); where that fails, Process.SyscallsErr says why and
 	// the run goes on without them.
@@ -81,6 +85,8 @@ type Process struct {
 type ProcStats struct {
 	CPU         time.Duration // user + system
 	CtxSwitches uint64        // voluntary + involuntary, all threads
+	RSS         uint64        // resident set size now, bytes
+	PeakRSS     uint64        // the largest RSS so far, bytes
 }
 
 // A Snapshot is what the Process's Probe read at one point.
@@ -170,7 +176,7 @@ func startProcess(impl Impl, cfg ProcessConfig) (_ *Process, err error) {
 	}
 	// *os.File ends: exec starts no copying goroutines.
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), ChildEnv+"="+string(child))
+	cmd.Env = append(append(os.Environ(), cfg.Env...), ChildEnv+"="+string(child))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, os.Stderr
 	err = cmd.Start()
 	stdinR.Close()
@@ -436,6 +442,32 @@ func parseDatapathMetrics(r io.Reader) (map[string]Sample, error) {
 		out[key] = Sample{Type: first(typ, "untyped"), Value: v}
 	}
 	return out, sc.Err()
+}
+
+// MetricUnit is the benchmark unit of a series parseDatapathMetrics keyed:
+// "dp-" and the name without its prefix and _total, then the label values
+// in order, words joined by "-", so that each label set reads as a metric
+// of its own: masqroute_datapath_wakeups_total{goroutine=worker} is
+// dp-wakeups-worker, masqroute_datapath_syscalls_total{direction=to_target}
+// dp-syscalls-to-target.
+func MetricUnit(series string) string {
+	name, labels, _ := strings.Cut(strings.TrimSuffix(series, "}"), "{")
+	name = strings.TrimPrefix(name, "masqroute_datapath_")
+	parts := []string{"dp", strings.TrimSuffix(name, "_total")}
+	for kv := range strings.SplitSeq(labels, ",") {
+		if _, v, ok := strings.Cut(kv, "="); ok && v != "" {
+			parts = append(parts, v)
+		}
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '_' || r == ' ' || r == '/':
+			return '-'
+		case r < ' ' || r == 0x7f:
+			return -1
+		}
+		return r
+	}, strings.Join(parts, "-"))
 }
 
 func first(s, def string) string {

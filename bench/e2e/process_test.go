@@ -36,6 +36,21 @@ masqroute_datagrams_total{direction="to_target"} 100
 	}, got)
 }
 
+func TestMetricUnit(t *testing.T) {
+	for series, want := range map[string]string{
+		"masqroute_datapath_wakeups_total{goroutine=worker}":             "dp-wakeups-worker",
+		"masqroute_datapath_syscalls_total{direction=to_target}":         "dp-syscalls-to-target",
+		"masqroute_datapath_syscalls_total{hop=to_target,call=sendmmsg}": "dp-syscalls-to-target-sendmmsg",
+		"masqroute_datapath_batched_datagrams_total{goroutine=sender}":   "dp-batched-datagrams-sender",
+		"masqroute_datapath_workers":                                     "dp-workers",
+		"masqroute_datapath_gso_disabled":                                "dp-gso-disabled",
+		"masqroute_datapath_batch_sum":                                   "dp-batch-sum",
+		"masqroute_datapath_x_total{a=b/c}":                              "dp-x-b-c",
+	} {
+		require.Equal(t, want, MetricUnit(series), series)
+	}
+}
+
 func TestParseReady(t *testing.T) {
 	c, err := Cert()
 	require.NoError(t, err)

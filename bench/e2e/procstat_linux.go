@@ -88,7 +88,8 @@ const clockTick = 10 * time.Millisecond
 // nanosecond runtime; the tick is the resolution). Context switches are the
 // sum of voluntary_ctxt_switches and nonvoluntary_ctxt_switches over
 // /proc/PID/task/*/status (per thread: threads that exited are not
-// counted; Go's runtime seldom ends a thread).
+// counted; Go's runtime seldom ends a thread). RSS and PeakRSS are VmRSS
+// and VmHWM of /proc/PID/status.
 func readProcStats(pid int) (ProcStats, error) {
 	var st ProcStats
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -111,6 +112,9 @@ func readProcStats(pid int) (ProcStats, error) {
 		return st, err
 	}
 	st.CPU = time.Duration(utime+stime) * clockTick
+	if st.RSS, st.PeakRSS, err = readRSS(pid); err != nil {
+		return st, err
+	}
 	tids, err := threads(strconv.Itoa(pid))
 	if err != nil {
 		return st, err
@@ -269,4 +273,29 @@ func MachineBusy() (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * clockTick, nil
+}
+
+// readRSS reads the resident set size of process pid and its peak, in
+// bytes, from /proc/PID/status (VmRSS, VmHWM; the kernel writes them in kB).
+func readRSS(pid int) (rss, peak uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("e2e: /proc/%d/status %s: %w", pid, k, err)
+		}
+		if k == "VmRSS" {
+			rss = kb << 10
+		} else {
+			peak = kb << 10
+		}
+	}
+	return rss, peak, nil
 }

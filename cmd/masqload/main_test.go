@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,8 @@ func TestLocalJSON(t *testing.T) {
 	require.Positive(t, res.Received)
 	require.Positive(t, res.Latency.P50)
 	require.Equal(t, 1, strings.Count(stdout, "\n"), "one JSON object, one line")
+	require.NotNil(t, res.DataPath, "the in-process proxy's data-path counts")
+	require.Positive(t, res.DataPath.Datagrams)
 }
 
 func TestLocalTextOpenLoop(t *testing.T) {
@@ -107,6 +110,29 @@ func TestProxyWithMetrics(t *testing.T) {
 	require.Positive(t, names["proxy: to target"], "hops: %+v", res.Hops)
 	require.Positive(t, names["echo: received"])
 	require.Positive(t, names["client: router delivered"])
+
+	// The data-path counts, scraped from /metrics, per datagram.
+	dp := res.DataPath
+	require.NotNil(t, dp, "data path from the proxy's masqroute_datapath_* series")
+	require.Equal(t, names["proxy: router dispatched"], dp.Datagrams)
+	require.Contains(t, dp.WakesBy, "worker")
+	require.Contains(t, dp.Counts, "batched_datagrams.worker")
+	require.Positive(t, dp.Counts["batched_datagrams.worker"])
+	require.GreaterOrEqual(t, dp.Batch["worker"], 1.0)
+	if runtime.GOOS == "linux" {
+		require.Positive(t, dp.SyscallsToTargetPerDgram)
+		require.Positive(t, dp.SyscallsFromTargetPerDgram)
+		require.GreaterOrEqual(t, dp.Batch["to_target"], 1.0)
+		require.GreaterOrEqual(t, dp.Batch["from_target"], 1.0)
+	}
+
+	// And in the summary for people.
+	code, stdout, stderr = runCmd(t, "-proxy", proxy, "-ca", ca, "-echo", "-metrics", srv.URL,
+		"-tunnels", "2", "-duration", "200ms", "-warmup", "50ms", "-drain", "200ms")
+	require.Equal(t, 0, code, stderr)
+	for _, want := range []string{"data path (per datagram from clients", "wakes/dgram", "syscalls to targets", "syscalls from targets"} {
+		require.Contains(t, stdout, want)
+	}
 }
 
 func TestProgressLine(t *testing.T) {

@@ -37,6 +37,8 @@ type serveConfig struct {
 	pendingBuffer     int
 	holdMax           int
 	holdTimeout       time.Duration
+	workers           int
+	gc                gcConfig
 
 	allow, deny           string
 	allowPorts, denyPorts string
@@ -92,6 +94,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
 	fs.IntVar(&c.holdMax, "hold", proxy.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", engine.DefaultHoldTimeout, "how long such a datagram waits for its request")
+	fs.IntVar(&c.workers, "workers", engine.DefaultWorkers(), "executor worker goroutines that run every tunnel's datagrams; one per GOMAXPROCS by default")
+	c.gc.flags(fs)
 	fs.StringVar(&c.allow, "allow", "", "comma-separated `CIDRs or addresses` tunnels may reach even if the built-in policy refuses them")
 	fs.StringVar(&c.deny, "deny", "", "comma-separated `CIDRs or addresses` tunnels may never reach")
 	fs.StringVar(&c.allowPorts, "allow-ports", "", "comma-separated target `ports or ranges` (53,443,1000-2000); empty: any")
@@ -126,6 +130,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	switch {
 	case c.ringSize < 1 || c.pendingBuffer < 1 || c.holdTimeout <= 0:
 		return bad("-ring-size and -pending-buffer must be at least 1, -hold-timeout positive")
+	case c.workers < 1:
+		return bad("-workers must be at least 1")
 	case (c.cert == "") != (c.key == ""):
 		return bad("-cert and -key go together")
 	case c.cert != "" && c.selfSigned:
@@ -140,6 +146,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		return bad("-log-format must be text or json")
 	case c.devDir != "" && !c.selfSigned && !c.dev:
 		return bad("-dev-dir needs -dev or -self-signed")
+	}
+	if err := c.gc.resolve(fs); err != nil {
+		return bad(err.Error())
 	}
 	if c.cert == "" && !c.selfSigned && !c.dev {
 		// Not a typo but a missing decision: one line, no usage hint.
@@ -212,6 +221,7 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, log *s
 		MaxCapsule:         c.maxCapsule,
 		RingSize:           c.ringSize,
 		PendingBuffer:      c.pendingBuffer,
+		Workers:            c.workers,
 		Hold:               hold,
 		Logger:             log,
 	}

@@ -52,6 +52,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, buildVersion())
 		return nil
 	}
+	defer cfg.gc.apply()()
 	base, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
 	if err != nil {
 		return err
@@ -67,8 +68,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	gcPercent, memLimit := cfg.gc.logValues()
 	log.Info("started", "listen", d.ln.Addr().String(), "metrics", d.obs.metricsURL(),
-		"pprof", d.obs.pprofURL(), "gops", d.obs.gops, "dev", cfg.dev, "version", buildVersion())
+		"pprof", d.obs.pprofURL(), "gops", d.obs.gops, "dev", cfg.dev, "version", buildVersion(),
+		"workers", cfg.workers, "gc_percent", gcPercent, "memory_limit", memLimit)
 	if cfg.dev {
 		d.printBanner(stdout)
 	}

@@ -151,7 +151,7 @@ func isRefusalStatus(s int) bool {
 // families lists every metric, in the order of the package doc.
 func families() []family {
 	type st = proxy.Stats
-	return []family{
+	return append([]family{
 		// Connections.
 		gauge("connections", "HTTP/3 connections open now.",
 			func(s *st) float64 { return float64(s.Conns) }),
@@ -290,6 +290,65 @@ func families() []family {
 			labelled{"limit", func(s *st) uint64 { return s.Router.RejectedLimit }},
 			labelled{"exists", func(s *st) uint64 { return s.Router.RejectedExists }},
 			labelled{"kind", func(s *st) uint64 { return s.Router.RejectedKind }}),
+	}, dataPathFamilies()...)
+}
+
+// dataPathFamilies are the masqroute_datapath_* metrics: counts of the work
+// behind each datagram (wake-ups, system calls, batches), which stay stable
+// on a noisy machine where timings do not.
+func dataPathFamilies() []family {
+	type st = proxy.Stats
+	return []family{
+		gauge("datapath_workers", "Executor worker goroutines that run the tunnels' client-to-target batches.",
+			func(s *st) float64 { return float64(s.DataPath.Workers) }),
+		vector(prometheus.CounterValue, "datapath_wakeups_total",
+			"Data-path goroutines woken after parking, by goroutine: worker (executor), sender (a connection's outbound sender), "+
+				"poller (target-socket readiness).", "goroutine",
+			labelled{"worker", func(s *st) uint64 { return s.DataPath.WorkerWakeups }},
+			labelled{"sender", func(s *st) uint64 { return s.DataPath.SenderWakeups }},
+			labelled{"poller", func(s *st) uint64 { return s.DataPath.PollerWakeups }}),
+		vector(prometheus.CounterValue, "datapath_batches_total",
+			"Batches run, by goroutine: worker (one session's turn), sender (replies drained toward one client), "+
+				"poller (one target socket's read turn).", "goroutine",
+			labelled{"worker", func(s *st) uint64 { return s.DataPath.WorkerTurns }},
+			labelled{"sender", func(s *st) uint64 { return s.DataPath.SenderBatches }},
+			labelled{"poller", func(s *st) uint64 { return s.DataPath.PollerTurns }}),
+		vector(prometheus.CounterValue, "datapath_batched_datagrams_total",
+			"Datagrams in those batches, by goroutine (worker, sender); mean batch size = this / batches.", "goroutine",
+			labelled{"worker", func(s *st) uint64 { return s.DataPath.WorkerDatagrams }},
+			labelled{"sender", func(s *st) uint64 { return s.DataPath.SenderDatagrams }}),
+		counter("datapath_sender_queue_full_total",
+			"Replies dropped because their connection's outbound queue was full.",
+			func(s *st) uint64 { return s.DataPath.SenderQueueFull }),
+		counter("datapath_poller_events_total", "Readiness events the pollers collected (events per wake-up = this / wakeups).",
+			func(s *st) uint64 { return s.DataPath.PollerEvents }),
+		counter("datapath_poller_requeues_total", "Poller read turns that filled their batch and were queued again.",
+			func(s *st) uint64 { return s.DataPath.PollerRequeues }),
+		vector(prometheus.CounterValue, "datapath_syscalls_total",
+			"System calls on target sockets, by direction: to_target (sendmmsg, sendmsg), from_target (recvmmsg, empty ones included).",
+			"direction",
+			labelled{"to_target", func(s *st) uint64 { return s.DataPath.TargetWriteSyscalls }},
+			labelled{"from_target", func(s *st) uint64 { return s.DataPath.TargetReadSyscalls }}),
+		vector(prometheus.CounterValue, "datapath_datagrams_total",
+			"Datagrams those system calls carried, by direction (to_target, from_target); batch size = this / syscalls.",
+			"direction",
+			labelled{"to_target", func(s *st) uint64 { return s.DataPath.TargetWriteDatagrams }},
+			labelled{"from_target", func(s *st) uint64 { return s.DataPath.TargetReadDatagrams }}),
+		counter("datapath_empty_reads_total", "Reads from target sockets that found nothing (EAGAIN).",
+			func(s *st) uint64 { return s.DataPath.TargetReadEmpty }),
+		counter("datapath_gso_sends_total", "Sends toward targets that carried two or more datagrams as one UDP GSO message.",
+			func(s *st) uint64 { return s.DataPath.GSOSends }),
+		counter("datapath_gso_datagrams_total", "Datagrams in those GSO sends.",
+			func(s *st) uint64 { return s.DataPath.GSODatagrams }),
+		counter("datapath_gso_refusals_total", "GSO sends the kernel refused; each was sent again without GSO.",
+			func(s *st) uint64 { return s.DataPath.GSORefusals }),
+		gauge("datapath_gso_disabled", "1 once UDP GSO is off for every target socket (the kernel lacks it or refused it), else 0.",
+			func(s *st) float64 {
+				if s.DataPath.GSODisabled {
+					return 1
+				}
+				return 0
+			}),
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -203,6 +204,9 @@ func TestCollectorIdleProxy(t *testing.T) {
 	for name, mf := range fams {
 		for _, m := range mf.GetMetric() {
 			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			if name == "masqroute_datapath_gso_disabled" && runtime.GOOS != "linux" {
+				continue // no GSO off Linux: 1 from the start
+			}
 			require.Zero(t, v, "%s %v", name, m.GetLabel())
 		}
 	}

@@ -101,4 +101,28 @@
 //
 // Every datagram a router was handed ends in exactly one of delivered,
 // queued, held or a router drop reason.
+//
+// Data path: the work behind each datagram, counted rather than timed.
+// Divide by datagrams (masqroute_router_dispatched_total, or round trips)
+// for per-datagram costs, and datagrams by batches or system calls for
+// batch sizes. The socket and poller series are the process's (one proxy
+// per daemon); they count the Linux data path and stay at 0 elsewhere.
+//
+//	masqroute_datapath_workers                  gauge    executor worker goroutines
+//	masqroute_datapath_wakeups_total{goroutine} counter  parked goroutines woken: "worker", "sender", "poller"
+//	masqroute_datapath_batches_total{goroutine} counter  batches run: worker (a session's turn), sender, poller (a socket's read turn)
+//	masqroute_datapath_batched_datagrams_total{goroutine} counter  datagrams in them: "worker", "sender"
+//	masqroute_datapath_sender_queue_full_total  counter  replies dropped: the connection's outbound queue was full
+//	masqroute_datapath_poller_events_total      counter  readiness events the pollers collected
+//	masqroute_datapath_poller_requeues_total    counter  poller read turns that filled their batch
+//	masqroute_datapath_syscalls_total{direction} counter system calls on target sockets: "to_target", "from_target"
+//	masqroute_datapath_datagrams_total{direction} counter datagrams they carried, same directions
+//	masqroute_datapath_empty_reads_total        counter  target-socket reads that found nothing (EAGAIN)
+//	masqroute_datapath_gso_sends_total          counter  UDP GSO sends (two or more datagrams in one message)
+//	masqroute_datapath_gso_datagrams_total      counter  datagrams in them
+//	masqroute_datapath_gso_refusals_total       counter  GSO sends the kernel refused (resent without GSO)
+//	masqroute_datapath_gso_disabled             gauge    1 once GSO is off for every socket
+//
+// The sender series read 0 until the per-connection outbound sender
+// fills them.
 package metrics

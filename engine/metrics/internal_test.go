@@ -55,6 +55,10 @@ func TestEveryStatIsExposed(t *testing.T) {
 				f.SetUint(uint64(next))
 			case reflect.Int64, reflect.Int:
 				f.SetInt(int64(next))
+			case reflect.Bool: // a 0/1 gauge: no other field reads 1
+				f.SetBool(true)
+				want[1] = name
+				continue
 			default:
 				skipped = append(skipped, name)
 				continue
@@ -65,6 +69,7 @@ func TestEveryStatIsExposed(t *testing.T) {
 	}
 	fill(reflect.ValueOf(&st).Elem(), "")
 	fill(reflect.ValueOf(&st.Router).Elem(), "Router.")
+	fill(reflect.ValueOf(&st.DataPath).Elem(), "DataPath.")
 	st.Rejected = map[int]uint64{403: uint64(next)}
 	want[next] = "Rejected[403]"
 	next++
@@ -81,6 +86,6 @@ func TestEveryStatIsExposed(t *testing.T) {
 	for v, name := range want {
 		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
-	require.Equal(t, []string{"Rejected", "Router", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,
+	require.Equal(t, []string{"Rejected", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,
 		"fields of a kind this test does not fill")
 }

@@ -131,6 +131,7 @@ type Proxy struct {
 	draining atomic.Bool
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
 	byProto  map[string]*protoCounts // fixed by New
+	udpBase  udpio.Counters          // the socket layer's counters when New ran; Stats reports growth since
 
 	mu        sync.Mutex // guards the fields below
 	conns     map[*proxyConn]struct{}
@@ -201,6 +202,7 @@ func New(cfg Config) (*Proxy, error) {
 		conns:     make(map[*proxyConn]struct{}),
 		listeners: make(map[*quic.Listener]struct{}),
 		live:      make(map[*tunnelCounters]struct{}),
+		udpBase:   udpio.Stats(),
 	}
 	p.kinds = engine.NewRegistry()
 	p.kinds.Register(engine.ProtocolConnectUDP, requestKind{&udpKind{p: p}})

@@ -153,6 +153,7 @@ type Stats struct {
 	DropReturnClosed    uint64         // replies still queued when their connection ended
 	TargetUnreachable   uint64         // ICMP errors reported by target sockets
 	Router              engine.Stats   // every connection's router, summed (ended ones included)
+	DataPath            DataPathStats  // wake-ups, system calls and batches of the data path
 
 	// By tunnel kind (protocol): tunnels now, and tunnels that got a 2xx.
 	TunnelsByProtocol map[string]int64
@@ -199,6 +200,7 @@ func (p *Proxy) Stats() Stats {
 	}
 	st.Conns = int64(len(p.conns))
 	st.Router = p.foldedRouter
+	exec := p.exec
 	routers := make([]*engine.Router, 0, len(p.conns))
 	for pc := range p.conns {
 		routers = append(routers, pc.router)
@@ -207,6 +209,7 @@ func (p *Proxy) Stats() Stats {
 	for _, r := range routers {
 		addRouterStats(&st.Router, r.Stats())
 	}
+	st.DataPath = p.dataPathStats(exec)
 	st.ToTarget = sum.toTarget.Load()
 	st.ToTargetBytes = sum.toTargetBytes.Load()
 	st.ToClient = sum.toClient.Load()

@@ -62,6 +62,9 @@ type Hop struct {
 type Counters struct {
 	Hops  []Hop
 	Drops map[string]uint64
+	// DataPath are a masqroute proxy's data-path counters (wake-ups,
+	// system calls, batches; see DataPath), by key.
+	DataPath map[string]uint64
 }
 
 // A Probe reads counters along the path: a proxy's, an echo target's, the
@@ -86,10 +89,17 @@ func (c *Counters) merge(o Counters) {
 	for k, v := range o.Drops {
 		c.Drops[k] += v
 	}
+	if len(o.DataPath) > 0 && c.DataPath == nil {
+		c.DataPath = make(map[string]uint64, len(o.DataPath))
+	}
+	for k, v := range o.DataPath {
+		c.DataPath[k] += v
+	}
 }
 
 // delta returns after − before, hops matched by name and sorted by stage;
-// drop reasons that did not grow are left out. A counter that went down
+// drop reasons that did not grow are left out (data-path counters are all
+// kept: a 0 there is a result). A counter that went down
 // (a gauge-like sum read while tunnels ended) counts as 0.
 func delta(before, after Counters) Counters {
 	prev := make(map[string]uint64, len(before.Hops))
@@ -109,6 +119,12 @@ func delta(before, after Counters) Counters {
 			}
 			d.Drops[k] = n
 		}
+	}
+	for k, v := range after.DataPath {
+		if d.DataPath == nil {
+			d.DataPath = make(map[string]uint64, len(after.DataPath))
+		}
+		d.DataPath[k] = sub(v, before.DataPath[k])
 	}
 	return d
 }

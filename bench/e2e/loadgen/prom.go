@@ -35,10 +35,12 @@ func PrometheusProbe(url string, client *http.Client) Probe {
 }
 
 // parseProxyMetrics reads masqroute's counters from the Prometheus text
-// format. Only the series it needs are parsed; a missing one reads 0.
+// format: the hops, the drops and every masqroute_datapath_* counter. Only
+// the series it needs are parsed; a missing one reads 0.
 func parseProxyMetrics(r io.Reader) (Counters, error) {
 	var dispatched, delivered, toTarget, toClient uint64
 	drops := make(map[string]uint64)
+	var dataPath map[string]uint64
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -66,12 +68,19 @@ func parseProxyMetrics(r io.Reader) (Counters, error) {
 			if reason := labels["reason"]; reason != "" {
 				drops["proxy."+reason] = value
 			}
+		default:
+			if key := dataPathKey(name, labels); key != "" {
+				if dataPath == nil {
+					dataPath = make(map[string]uint64)
+				}
+				dataPath[key] = value
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return Counters{}, err
 	}
-	return Counters{Hops: proxyHops(dispatched, delivered, toTarget, toClient), Drops: drops}, nil
+	return Counters{Hops: proxyHops(dispatched, delivered, toTarget, toClient), Drops: drops, DataPath: dataPath}, nil
 }
 
 // parseSample splits `name{k="v",...} value [timestamp]`. Label values with

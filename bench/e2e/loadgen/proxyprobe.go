@@ -27,7 +27,8 @@ func ProxyProbe(p *proxy.Proxy) Probe {
 		} {
 			drops["proxy."+k] = v
 		}
-		return Counters{Hops: proxyHops(st.Router.Dispatched, st.Router.Delivered, st.ToTarget, st.ToClient), Drops: drops}, nil
+		return Counters{Hops: proxyHops(st.Router.Dispatched, st.Router.Delivered, st.ToTarget, st.ToClient), Drops: drops,
+			DataPath: dataPathCounts(st.DataPath)}, nil
 	})
 }
 

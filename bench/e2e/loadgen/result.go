@@ -55,6 +55,10 @@ type Result struct {
 	Hops []Hop `json:"hops"`
 	// Drops are the probes' drop counters over the same span, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
+	// DataPath is what each datagram cost a masqroute proxy in wake-ups,
+	// system calls and batches, over the same span; nil without a probe
+	// of its counters (PrometheusProbe, ProxyProbe).
+	DataPath *DataPath `json:"data_path,omitempty"`
 }
 
 // Latency summarizes a histogram, in microseconds.
@@ -104,6 +108,11 @@ func (r *run) result(measured time.Duration, path Counters) Result {
 		Stray:     r.stray.Load(),
 		Hops:      path.Hops,
 		Drops:     path.Drops,
+	}
+	for _, h := range path.Hops {
+		if h.Stage == StageProxyIn {
+			res.DataPath = newDataPath(path.DataPath, h.Count)
+		}
 	}
 	if c.Rate > 0 {
 		res.OfferedRate = c.Rate
@@ -184,6 +193,9 @@ func (res *Result) WriteText(w io.Writer) error {
 		for _, k := range slices.Sorted(maps.Keys(res.Drops)) {
 			fmt.Fprintf(&b, "  %-34s %13s\n", k, grouped(res.Drops[k]))
 		}
+	}
+	if res.DataPath != nil {
+		res.DataPath.writeText(&b)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -1,0 +1,89 @@
+package metrics_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/metrics"
+)
+
+// The masqroute_datapath_* families: their types, lint-clean, and values
+// that move when datagrams flow through a proxy on loopback.
+func TestCollectorDataPath(t *testing.T) {
+	tp := startProxy(t, 0)
+	c := metrics.NewCollector(tp.proxy)
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+
+	types := map[string]string{
+		"masqroute_datapath_workers":                 "GAUGE",
+		"masqroute_datapath_wakeups_total":           "COUNTER",
+		"masqroute_datapath_batches_total":           "COUNTER",
+		"masqroute_datapath_batched_datagrams_total": "COUNTER",
+		"masqroute_datapath_sender_queue_full_total": "COUNTER",
+		"masqroute_datapath_poller_events_total":     "COUNTER",
+		"masqroute_datapath_poller_requeues_total":   "COUNTER",
+		"masqroute_datapath_syscalls_total":          "COUNTER",
+		"masqroute_datapath_datagrams_total":         "COUNTER",
+		"masqroute_datapath_empty_reads_total":       "COUNTER",
+		"masqroute_datapath_gso_sends_total":         "COUNTER",
+		"masqroute_datapath_gso_datagrams_total":     "COUNTER",
+		"masqroute_datapath_gso_refusals_total":      "COUNTER",
+		"masqroute_datapath_gso_disabled":            "GAUGE",
+	}
+	fams := gather(t, c)
+	for name, typ := range types {
+		require.Contains(t, fams, name)
+		require.Equal(t, typ, fams[name].GetType().String(), name)
+	}
+	// The labels a scraper (and bench/e2e) sees.
+	for _, g := range []string{"worker", "sender", "poller"} {
+		value(t, fams, "masqroute_datapath_wakeups_total", "goroutine="+g)
+		value(t, fams, "masqroute_datapath_batches_total", "goroutine="+g)
+	}
+	for _, d := range []string{"to_target", "from_target"} {
+		value(t, fams, "masqroute_datapath_syscalls_total", "direction="+d)
+		value(t, fams, "masqroute_datapath_datagrams_total", "direction="+d)
+	}
+	require.Zero(t, value(t, fams, "masqroute_datapath_workers"), "no executor before the first connection")
+
+	conn := tp.dial(t)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	u, err := conn.DialUDP(ctx, tp.echo.Addr().String())
+	require.NoError(t, err)
+	defer u.Close()
+	const echoes = 5
+	for i := range echoes {
+		// One at a time: each waits for its echo, so the worker parks
+		// between them and a datagram wakes it.
+		echoOnce(t, u, fmt.Appendf(nil, "datagram %d", i))
+	}
+
+	fams = gather(t, c)
+	require.Equal(t, float64(engine.DefaultWorkers()), value(t, fams, "masqroute_datapath_workers"))
+	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_wakeups_total", "goroutine=worker"), 1.0)
+	workerBatches := value(t, fams, "masqroute_datapath_batches_total", "goroutine=worker")
+	require.GreaterOrEqual(t, workerBatches, 1.0)
+	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_batched_datagrams_total", "goroutine=worker"), float64(echoes))
+	if runtime.GOOS != "linux" {
+		return // the socket counters count the Linux data path
+	}
+	toTarget := value(t, fams, "masqroute_datapath_datagrams_total", "direction=to_target")
+	require.GreaterOrEqual(t, toTarget, float64(echoes))
+	writes := value(t, fams, "masqroute_datapath_syscalls_total", "direction=to_target")
+	require.GreaterOrEqual(t, writes, 1.0)
+	require.LessOrEqual(t, writes, toTarget+value(t, fams, "masqroute_datapath_gso_refusals_total"),
+		"a write carries one datagram or more (a refused GSO send is made again)")
+	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_datagrams_total", "direction=from_target"), float64(echoes))
+	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_syscalls_total", "direction=from_target"), 1.0)
+}

@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/udpio"
+)
+
+// DataPathStats count the work the data path does per datagram: goroutine
+// wake-ups, system calls and batch sizes, hop by hop. Timings are noisy on
+// a shared machine; these counts are not. Divide them by datagrams carried
+// (Stats.Router.Dispatched, Stats.ToTarget) for per-datagram figures, or
+// one by another for batch sizes (TargetWriteDatagrams/TargetWriteSyscalls).
+//
+// The socket and poller counters (Target*, GSO*, Poller*) are the
+// process's, kept by the data path's socket layer for every proxy in the
+// process; a Proxy reports them from the moment New made it. In a process
+// with one proxy, as the daemon is, they are that proxy's. They count the
+// Linux data path and stay at 0 elsewhere.
+type DataPathStats struct {
+	// Executor workers: they run every tunnel's client → target batches.
+	Workers         int    // worker goroutines (0 until the first connection)
+	WorkerWakeups   uint64 // a parked worker woken by a producer: one goroutine wake-up each
+	WorkerTurns     uint64 // session turns run (one batch of up to engine.DefaultBatchSize each)
+	WorkerDatagrams uint64 // datagrams handed to session handlers on workers
+
+	// Toward targets (sendmmsg, sendmsg with UDP GSO).
+	TargetWriteSyscalls  uint64 // system calls made, failed ones included
+	TargetWriteDatagrams uint64 // datagrams the kernel accepted
+	GSOSends             uint64 // sends carrying two or more datagrams as one UDP_SEGMENT message
+	GSODatagrams         uint64 // datagrams in those sends
+	GSORefusals          uint64 // GSO sends the kernel refused (sent again without GSO; none lost)
+	GSODisabled          bool   // GSO is off for every socket: the kernel lacks it or refused it for good
+
+	// From targets (recvmmsg).
+	TargetReadSyscalls  uint64 // system calls made, empty ones included
+	TargetReadDatagrams uint64 // datagrams the kernel returned
+	TargetReadEmpty     uint64 // reads that found nothing (EAGAIN): a system call spent to learn that
+
+	// Pollers: goroutines that wait for readiness of many target sockets.
+	PollerWakeups  uint64 // wake-ups after parking in Go's netpoller
+	PollerEvents   uint64 // readiness events collected (events per wake-up = PollerEvents/PollerWakeups)
+	PollerTurns    uint64 // socket turns run (one read batch each)
+	PollerRequeues uint64 // turns that filled their batch and were queued again
+
+	// The per-connection outbound sender: replies toward the client.
+	SenderWakeups   uint64 // filled by the outbound sender: a parked sender woken by a reply
+	SenderBatches   uint64 // filled by the outbound sender: batches drained (one wake-up serves one or more)
+	SenderDatagrams uint64 // filled by the outbound sender: datagrams in those batches
+	SenderQueueFull uint64 // filled by the outbound sender: replies dropped, the connection's outbound ring full
+}
+
+// dataPathStats fills the executor and socket sections of a snapshot; the
+// outbound sender's fields are left for the sender's own counters.
+func (p *Proxy) dataPathStats(exec *engine.Executor) DataPathStats {
+	var d DataPathStats
+	if exec != nil {
+		es := exec.Stats()
+		d.Workers = es.Workers
+		d.WorkerWakeups = es.Wakeups
+		d.WorkerTurns = es.Turns
+		d.WorkerDatagrams = es.Datagrams
+	}
+	u, b := udpio.Stats(), &p.udpBase
+	d.TargetWriteSyscalls = u.WriteSyscalls - b.WriteSyscalls
+	d.TargetWriteDatagrams = u.WriteDatagrams - b.WriteDatagrams
+	d.GSOSends = u.GSOSends - b.GSOSends
+	d.GSODatagrams = u.GSODatagrams - b.GSODatagrams
+	d.GSORefusals = u.GSORefusals - b.GSORefusals
+	d.GSODisabled = u.GSODisabled
+	d.TargetReadSyscalls = u.ReadSyscalls - b.ReadSyscalls
+	d.TargetReadDatagrams = u.ReadDatagrams - b.ReadDatagrams
+	d.TargetReadEmpty = u.ReadEmpty - b.ReadEmpty
+	d.PollerWakeups = u.PollerWakes - b.PollerWakes
+	d.PollerEvents = u.PollerEvents - b.PollerEvents
+	d.PollerTurns = u.PollerTurns - b.PollerTurns
+	d.PollerRequeues = u.PollerRequeues - b.PollerRequeues
+	return d
+}
