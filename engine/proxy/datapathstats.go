@@ -43,14 +43,14 @@ type DataPathStats struct {
 	PollerRequeues uint64 // turns that filled their batch and were queued again
 
 	// The per-connection outbound sender: replies toward the client.
-	SenderWakeups   uint64 // filled by the outbound sender: a parked sender woken by a reply
-	SenderBatches   uint64 // filled by the outbound sender: batches drained (one wake-up serves one or more)
-	SenderDatagrams uint64 // filled by the outbound sender: datagrams in those batches
-	SenderQueueFull uint64 // filled by the outbound sender: replies dropped, the connection's outbound ring full
+	SenderWakeups   uint64 // a parked sender woken by a reply
+	SenderBatches   uint64 // batches drained (one wake-up serves one or more)
+	SenderDatagrams uint64 // datagrams in those batches
+	SenderQueueFull uint64 // replies dropped, the connection's outbound ring full
 }
 
-// dataPathStats fills the executor and socket sections of a snapshot; the
-// outbound sender's fields are left for the sender's own counters.
+// dataPathStats fills the executor and socket sections of a snapshot; Stats
+// fills the sender's, which need the connections.
 func (p *Proxy) dataPathStats(exec *engine.Executor) DataPathStats {
 	var d DataPathStats
 	if exec != nil {

@@ -201,15 +201,21 @@ func (p *Proxy) Stats() Stats {
 	st.Conns = int64(len(p.conns))
 	st.Router = p.foldedRouter
 	exec := p.exec
+	senderWakeups := c.senderWakeups.Load() // of ended connections; live ones below
 	routers := make([]*engine.Router, 0, len(p.conns))
 	for pc := range p.conns {
 		routers = append(routers, pc.router)
+		senderWakeups += pc.sender.wakeups()
 	}
 	p.mu.Unlock()
 	for _, r := range routers {
 		addRouterStats(&st.Router, r.Stats())
 	}
 	st.DataPath = p.dataPathStats(exec)
+	st.DataPath.SenderWakeups = senderWakeups
+	st.DataPath.SenderBatches = c.senderBatches.Load()
+	st.DataPath.SenderDatagrams = c.senderDatagrams.Load()
+	st.DataPath.SenderQueueFull = c.senderQueueFull.Load()
 	st.ToTarget = sum.toTarget.Load()
 	st.ToTargetBytes = sum.toTargetBytes.Load()
 	st.ToClient = sum.toClient.Load()
