@@ -79,14 +79,10 @@ var gsoCmsgSpace = unix.CmsgSpace(2)
 
 // gsoState is the writer's GSO state: one control message per mmsghdr,
 // and how many datagrams each mmsghdr of the last call carried. Owned by
-// the writer goroutine, like sysConn.wr.
+// the writer of one call, like writeCall's mmsgCall.
 type gsoState struct {
 	ctrl [IdealBatchSize]gsoCmsg
 	segs [IdealBatchSize]uint8 // datagrams in message i of the last call
-
-	// fault, when non-zero, makes every GSO message fail with this errno
-	// (injectFault). Only tests set it, through failGSO.
-	fault syscall.Errno
 }
 
 func (g *gsoState) init() {
@@ -153,8 +149,8 @@ func (s *sysConn) disableGSO(global bool) {
 // returns how many datagrams and messages the call carries. With gso it
 // coalesces runs (see the invariants at the top); with batch it fills
 // up to IdealBatchSize messages for sendmmsg, else one for sendmsg.
-func (s *sysConn) pack(bufs [][]byte, gso, batch bool) (dgrams, msgs int) {
-	m, g := &s.wr, &s.gso
+func (w *writeCall) pack(bufs [][]byte, gso, batch bool) (dgrams, msgs int) {
+	m, g := &w.mmsgCall, &w.gso
 	limit := min(len(bufs), IdealBatchSize)
 	maxMsgs := IdealBatchSize
 	if !batch {
@@ -197,9 +193,9 @@ func (s *sysConn) pack(bufs [][]byte, gso, batch bool) (dgrams, msgs int) {
 
 // sent accounts for the first msgs messages of the last call, which the
 // kernel accepted, and returns how many datagrams they carried.
-func (s *sysConn) sent(msgs int) (dgrams int) {
+func (w *writeCall) sent(msgs int) (dgrams int) {
 	var gsoSends, gsoDgrams uint64
-	for _, k := range s.gso.segs[:msgs] {
+	for _, k := range w.gso.segs[:msgs] {
 		dgrams += int(k)
 		if k > 1 {
 			gsoSends++
@@ -234,7 +230,7 @@ func (g *gsoState) injectFault(m *mmsgCall) bool {
 
 // failGSO makes every later GSO message of c fail with errno, as a
 // kernel that refuses GSO would (see injectFault). For tests.
-func (c *Conn) failGSO(errno syscall.Errno) { c.sys.gso.fault = errno }
+func (c *Conn) failGSO(errno syscall.Errno) { c.sys.gsoFault = errno }
 
 // gsoAllowed reports whether c's WriteBatch coalesces. For tests.
 func (c *Conn) gsoAllowed() bool { return c.sys.gsoOn() }

@@ -53,8 +53,8 @@ func requireDatagrams(t *testing.T, want, got [][]byte) {
 
 // TestGSOPack: runs are cut where the invariants say.
 func TestGSOPack(t *testing.T) {
-	a, _ := newPair(t, "udp4", false)
-	s := &a.sys
+	w := writeCalls.Get().(*writeCall)
+	defer writeCalls.Put(w)
 	for _, tc := range []struct {
 		name  string
 		sizes []int
@@ -77,26 +77,26 @@ func TestGSOPack(t *testing.T) {
 				segs = []uint8{IdealBatchSize}
 			}
 			bufs := sizesOf(sizes...)
-			dgrams, msgs := s.pack(bufs, true, true)
-			s.wr.unload(dgrams)
-			require.Equal(t, segs, s.gso.segs[:msgs])
+			dgrams, msgs := w.pack(bufs, true, true)
+			w.unload(dgrams)
+			require.Equal(t, segs, w.gso.segs[:msgs])
 			want := 0
 			for _, k := range segs {
 				want += int(k)
 			}
 			require.Equal(t, want, dgrams)
 			for i := range msgs {
-				h := &s.wr.hdrs[i].Hdr
+				h := &w.hdrs[i].Hdr
 				require.Equal(t, uint64(segs[i]), uint64(h.Iovlen))
 				require.Equal(t, segs[i] > 1, h.Control != nil)
 			}
 			// Without GSO every datagram is its own message; without
 			// batch there is one message.
-			dgrams, msgs = s.pack(bufs, false, true)
-			s.wr.unload(dgrams)
+			dgrams, msgs = w.pack(bufs, false, true)
+			w.unload(dgrams)
 			require.Equal(t, min(len(bufs), IdealBatchSize), msgs)
-			dgrams, msgs = s.pack(bufs, true, false)
-			s.wr.unload(dgrams)
+			dgrams, msgs = w.pack(bufs, true, false)
+			w.unload(dgrams)
 			require.Equal(t, 1, msgs)
 			require.Equal(t, int(segs[0]), dgrams)
 		})
