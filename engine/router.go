@@ -129,8 +129,9 @@ type Router struct {
 	stopped  chan struct{} // closed when the control plane has exited
 	stopOnce sync.Once
 
-	// wg counts the control plane, every init/session goroutine and every
-	// held-datagram timer; Close waits for it.
+	// wg counts the control plane, every init goroutine, and every session
+	// with a Handler from activation until its teardown (Session.finish);
+	// Close waits for it.
 	wg sync.WaitGroup
 
 	// baseCtx parents every init context; cancelled by Close.

@@ -38,8 +38,11 @@ type Session struct {
 	endReason atomicError
 
 	// handler is nil for a pull-mode session. Written by the init
-	// goroutine before its pending → active transition publishes it;
-	// read only by the session goroutine.
+	// goroutine (or the control plane, for Register) before the pending →
+	// active transition, or the session's publication, makes it visible;
+	// read by the session's consumer, one turn at a time (a worker or
+	// the dedicated goroutine; the init goroutine when a cancel won), and
+	// once by the init goroutine for its BlockingHandler check.
 	handler Handler
 	// pull marks a session registered without a Handler. Immutable.
 	pull bool

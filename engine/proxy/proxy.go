@@ -110,7 +110,7 @@ type Config struct {
 	IP *IPConfig
 	// Handler serves requests that are not MASQUE requests (no
 	// :protocol a kind is registered for). Default: 404 for everything
-	// else. Mount UDPHandler inside it to route MASQUE by path yourself.
+	// else. Mount MASQUEHandler in it to route MASQUE by path yourself.
 	Handler http.Handler
 	// Logger receives the proxy's logs. Default slog.Default().
 	Logger *slog.Logger

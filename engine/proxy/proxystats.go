@@ -27,9 +27,12 @@ type proxyCounters struct {
 	folded tunnelCounters
 }
 
-// tunnelCounters count one tunnel's datagrams. Each field has one writer:
-// the session goroutine (client → target) or the tunnel's receive goroutine
-// (target → client); atomics let Stats read them while they run.
+// tunnelCounters count one tunnel's datagrams. They are written by the
+// session's consumer (client → target: HandleDatagrams, on an executor
+// worker) and by the tunnel's return goroutine (target → client); some
+// fields by both (dropOversize, targetUnreachable, and for CONNECT-IP
+// dropMalformed, dropScope, dropHopLimit), so every write is an atomic add,
+// never a load-and-store. Atomics also let Stats read them while they run.
 type tunnelCounters struct {
 	toTarget            atomic.Uint64 // datagrams written to the target
 	toTargetBytes       atomic.Uint64
