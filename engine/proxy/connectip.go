@@ -159,6 +159,19 @@ func (n *ipNet) close() {
 	<-n.done
 }
 
+// matchRequest is the CONNECT-IP kind's matcher: one of IPConfig.Templates.
+// Its Vars are target and ipproto ("*" when the template has no such
+// variable).
+func (n *ipNet) matchRequest(req *Request) error {
+	target, ipproto, ok := n.match(requestURI(req.HTTP))
+	if !ok {
+		return errPathMismatch
+	}
+	req.ipScope = &ipScopeRequest{target: target, ipproto: ipproto}
+	req.Vars = map[string]string{"target": target, "ipproto": ipproto}
+	return nil
+}
+
 // match finds the template a request matches and returns target and
 // ipproto ("*" when the template has no such variable).
 func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
@@ -181,8 +194,6 @@ func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
 
 // ipKind starts CONNECT-IP tunnels.
 type ipKind struct{ n *ipNet }
-
-func isIPKind(k engine.Kind) bool { _, ok := k.(*ipKind); return ok }
 
 func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	req, ok := args.Value.(*Request)

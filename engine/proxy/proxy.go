@@ -102,9 +102,10 @@ type Config struct {
 	// [engine.DefaultHoldTimeout].
 	Hold engine.HoldOptions
 	// Kinds adds session kinds for other :protocol values; an embedder's
-	// [engine.Kind] receives [engine.Args].Value of type *Request.
-	// connect-udp is always served by masqroute's own kind unless Kinds
-	// registers one.
+	// [engine.Kind] receives [engine.Args].Value of type *Request. A kind
+	// says which requests are its own by being a [RequestMatcher] (see
+	// [TemplateKind]). connect-udp is always served by masqroute's own
+	// kind unless Kinds registers one.
 	Kinds *engine.Registry
 	// IP enables CONNECT-IP (RFC 9484) when set.
 	IP *IPConfig
@@ -198,10 +199,10 @@ func New(cfg Config) (*Proxy, error) {
 		live:      make(map[*tunnelCounters]struct{}),
 	}
 	p.kinds = engine.NewRegistry()
-	p.kinds.Register(engine.ProtocolConnectUDP, requestKind{&udpKind{p: p}})
+	p.kinds.Register(engine.ProtocolConnectUDP, wrapKind(&udpKind{p: p}, p.matchUDP))
 	if cfg.Kinds != nil {
 		for proto, k := range cfg.Kinds.All() {
-			p.kinds.Register(proto, requestKind{k})
+			p.kinds.Register(proto, wrapKind(k, nil))
 		}
 	}
 	if cfg.IP != nil {
@@ -213,7 +214,7 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("masqroute: CONNECT-IP: %w", err)
 		}
 		p.ip = n
-		p.kinds.Register(engine.ProtocolConnectIP, requestKind{&ipKind{n}})
+		p.kinds.Register(engine.ProtocolConnectIP, wrapKind(&ipKind{n}, n.matchRequest))
 	}
 	p.byProto = make(map[string]*protoCounts)
 	for proto := range p.kinds.All() {
