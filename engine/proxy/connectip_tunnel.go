@@ -168,13 +168,8 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 	w := t.writes[:0]
 	mtu := t.n.dev.MTU()
 	for _, d := range batch {
-		ctxID, pkt, err := wire.ParseContextID(d)
-		switch {
-		case err != nil:
-			t.c.dropMalformed.Add(1)
-			continue
-		case ctxID != 0:
-			t.c.dropUnknownContext.Add(1)
+		pkt, ok := t.c.contextZero(d)
+		if !ok {
 			continue
 		}
 		h, err := ippkt.Parse(pkt)

@@ -271,12 +271,7 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) {
 	if p.cfg.Authorize != nil {
 		if err := p.cfg.Authorize(r); err != nil {
-			se, ok := errors.AsType[*StatusError](err)
-			if !ok {
-				se = &StatusError{Status: http.StatusForbidden, ProxyError: proxyErrHTTPRequestDenied,
-					Details: "not authorized", Err: err}
-			}
-			p.refuse(w, se, &p.counters.rejected)
+			p.refuse(w, authRefusal(err), &p.counters.rejected)
 			return
 		}
 	}

@@ -139,6 +139,8 @@ type Proxy struct {
 	connsWG   sync.WaitGroup   // one per ServeConn
 	exec      *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
 	live      map[*tunnelCounters]struct{}
+	stock     map[*stockTunnel]struct{} // HTTP3Handler's tunnels, which Close ends
+	stockWG   sync.WaitGroup            // one per entry of stock
 	// foldedRouter holds the router counters of connections that have
 	// ended.
 	foldedRouter engine.Stats
@@ -318,7 +320,8 @@ wait:
 }
 
 // Close closes every connection and listener at once and waits until every
-// connection's goroutines have ended. It is idempotent.
+// connection's goroutines have ended, and every HTTP3Handler tunnel. It is
+// idempotent.
 func (p *Proxy) Close() error {
 	p.draining.Store(true)
 	p.mu.Lock()
@@ -329,8 +332,12 @@ func (p *Proxy) Close() error {
 	for c := range p.conns {
 		c.qc.CloseWithError(quic.ApplicationErrorCode(0x100), "proxy shutting down") // H3_NO_ERROR
 	}
+	for t := range p.stock {
+		t.end() // its handler returns promptly: it reads a cancelled stream
+	}
 	p.mu.Unlock()
 	p.connsWG.Wait()
+	p.stockWG.Wait()
 	p.mu.Lock()
 	exec := p.exec
 	p.mu.Unlock()

@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"sync/atomic"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
 // proxyCounters are the proxy's own totals (the routers keep theirs). All
@@ -49,6 +53,32 @@ type tunnelCounters struct {
 	dropSource   atomic.Uint64 // client packet from an address not assigned to the tunnel
 	dropScope    atomic.Uint64 // packet outside the tunnel's scope, or link-local
 	dropHopLimit atomic.Uint64 // TTL / Hop Limit expired at the proxy
+}
+
+// contextZero returns the payload of a client datagram that carries context
+// ID 0, the only one a tunnel registers (RFC 9298 §4, RFC 9484 §6), and
+// counts any other as dropped.
+func (c *tunnelCounters) contextZero(d []byte) ([]byte, bool) {
+	ctxID, payload, err := wire.ParseContextID(d)
+	switch {
+	case err != nil:
+		c.dropMalformed.Add(1)
+		return nil, false
+	case ctxID != 0:
+		c.dropUnknownContext.Add(1)
+		return nil, false
+	}
+	return payload, true
+}
+
+// countReturnError counts a reply the QUIC connection refused: too large
+// for its datagrams, or refused otherwise.
+func (c *tunnelCounters) countReturnError(err error) {
+	if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
+		c.dropReturnOversize.Add(1)
+	} else {
+		c.dropReturnSendError.Add(1)
+	}
 }
 
 func (c *tunnelCounters) addTo(dst *tunnelCounters) {

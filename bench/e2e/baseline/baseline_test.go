@@ -74,8 +74,8 @@ func TestBaselineWithMasqrouteClient(t *testing.T) {
 		require.NoError(t, err, "datagram %d", i)
 		require.Equal(t, msg, buf[:n])
 	}
-	require.Equal(t, uint64(20), s.ToTarget.Load())
-	require.Equal(t, uint64(20), s.ToClient.Load())
+	require.Equal(t, uint64(20), s.Stats().ToTarget)
+	require.Equal(t, uint64(20), s.Stats().ToClient)
 	require.NoError(t, u.Close())
 
 	for target, status := range map[string]int{
