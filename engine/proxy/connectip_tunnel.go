@@ -212,12 +212,14 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 		if err == nil {
 			break
 		}
-		// w[n] was refused; the rest may go on unless the device closed.
-		t.c.dropSendError.Add(1)
+		// w[n] was refused; the rest may go on unless the device closed,
+		// which happens only as the proxy closes: then w[n:] are teardown
+		// discards, not send errors.
 		if errors.Is(err, net.ErrClosed) {
-			t.c.dropSendError.Add(uint64(len(w) - n - 1))
+			t.c.dropTeardown.Add(uint64(len(w) - n))
 			break
 		}
+		t.c.dropSendError.Add(1)
 		w = w[n+1:]
 	}
 	clear(t.writes)
