@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/netip"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
@@ -47,4 +48,14 @@ func TestRouteToClosingTunnel(t *testing.T) {
 	require.False(t, n.route(packet(), nil))
 	require.Equal(t, uint64(1), n.c.returnFull.Load())
 	require.Equal(t, uint64(1), n.c.returnClosed.Load())
+}
+
+// A return-path buffer is one allocator size class, 2048 bytes, not a few
+// bytes over it (which lands in the 2304-byte class).
+func TestIPBufSize(t *testing.T) {
+	require.Equal(t, uintptr(2048), unsafe.Sizeof(ipBuf{}))
+	var p ipBufPool
+	b := p.get()
+	p.put(b)
+	require.Panics(t, func() { p.put(b) }, "double put")
 }

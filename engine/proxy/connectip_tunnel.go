@@ -182,19 +182,23 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 			// RFC 9484 §4.8: the source must be an address assigned to
 			// the tunnel.
 			t.c.dropSource.Add(1)
-			t.icmpToClient(pkt, ippkt.SourcePolicy)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) {
+				return ippkt.DestinationUnreachable(pkt, from, ippkt.SourcePolicy)
+			})
 		case ippkt.IsLinkLocal(h.Dst):
 			// Link-local traffic is never forwarded (RFC 9484 §4.8).
 			t.c.dropScope.Add(1)
 		case !t.scope.Allows(h.Dst, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment):
 			t.c.dropScope.Add(1)
-			t.icmpToClient(pkt, ippkt.AdminProhibited)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) {
+				return ippkt.DestinationUnreachable(pkt, from, ippkt.AdminProhibited)
+			})
 		case len(pkt) > mtu:
 			t.c.dropOversize.Add(1)
-			t.icmpTooBigToClient(pkt, mtu)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) { return ippkt.PacketTooBig(pkt, from, mtu) })
 		case !ippkt.DecrementHopLimit(pkt):
 			t.c.dropHopLimit.Add(1)
-			t.icmpTimeExceededToClient(pkt)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) { return ippkt.TimeExceeded(pkt, from) })
 		default:
 			w = append(w, pkt)
 		}
@@ -238,34 +242,14 @@ func (t *ipTunnel) from(v6 bool) netip.Addr {
 	return t.n.pool4.Own()
 }
 
-func (t *ipTunnel) icmpToClient(pkt []byte, reason ippkt.Reason) {
+// icmpToClient answers the client's refused packet pkt with the ICMP error
+// build makes (from the proxy's address of pkt's family), rate-limited. It
+// is icmpToNetwork's mirror, on the client → network side.
+func (t *ipTunnel) icmpToClient(pkt []byte, build func(from netip.Addr) ([]byte, error)) {
 	if !t.icmp.allow() {
 		return
 	}
-	h, _ := ippkt.Parse(pkt)
-	reply, err := ippkt.DestinationUnreachable(pkt, t.from(h.Version == 6), reason)
-	t.sendICMPToClient(reply, err)
-}
-
-func (t *ipTunnel) icmpTooBigToClient(pkt []byte, mtu int) {
-	if !t.icmp.allow() {
-		return
-	}
-	h, _ := ippkt.Parse(pkt)
-	reply, err := ippkt.PacketTooBig(pkt, t.from(h.Version == 6), mtu)
-	t.sendICMPToClient(reply, err)
-}
-
-func (t *ipTunnel) icmpTimeExceededToClient(pkt []byte) {
-	if !t.icmp.allow() {
-		return
-	}
-	h, _ := ippkt.Parse(pkt)
-	reply, err := ippkt.TimeExceeded(pkt, t.from(h.Version == 6))
-	t.sendICMPToClient(reply, err)
-}
-
-func (t *ipTunnel) sendICMPToClient(reply []byte, err error) {
+	reply, err := build(t.from(pkt[0]>>4 == 6)) // pkt passed ippkt.Parse
 	if err != nil {
 		return // ippkt.ErrNoICMP: an error for an error, a multicast source, ...
 	}
