@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run build demo test vet unit race norace bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
+.PHONY: run build demo test vet inline unit race norace bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
 
 # COMMIT is stamped into bin/masqroute (masqroute -version): this machine's
 # Go sets GOFLAGS=-buildvcs=false, so the build records no revision itself.
@@ -35,7 +35,12 @@ build:
 demo:
 	$(GO) run ./cmd/routerdemo
 
-test: vet race norace bench-smoke
+test: vet inline race norace bench-smoke
+
+# inline checks every //gcassert:inline claim against the compiler's
+# -gcflags=-m report (engine/internal/gcassert).
+inline:
+	$(GO) test -count=1 -run TestInlineClaims ./engine/internal/gcassert/
 
 vet:
 	$(GO) vet $(PKGS)

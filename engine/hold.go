@@ -12,8 +12,11 @@ import (
 // data, so a client's first datagram can overtake its CONNECT request).
 //
 // The queue is bounded twice: at most Max datagrams wait in it, and each
-// waits at most Timeout. Whatever is not claimed in time is dropped and
-// counted as DroppedUnknown.
+// waits at most Timeout. Its overflow policy is the router's everywhere:
+// a datagram that finds the queue full is the one dropped (the newest; what
+// is held stays), counted as DroppedUnknown. Whatever is not claimed in time
+// is dropped and counted as DroppedUnknown too; one whose session appears
+// but whose ring refuses it is counted as DroppedHeldRefused.
 type HoldOptions struct {
 	// Max is the most datagrams held at once per router. 0 disables
 	// holding: datagrams for unknown streams are dropped at once.
@@ -45,18 +48,27 @@ type heldDatagram struct {
 // session ring); the control plane, its single consumer, moves what arrives
 // into list, stamped with the time, and matches list against sessions as they
 // are created. list is owned by the control-plane goroutine.
+//
+// The two stages share one bound, Max: the control plane keeps the ring's
+// limit at Max − len(list) (ctlArmHold), so a push fails, and the newest
+// datagram is dropped, once Max datagrams are held in the two together.
+// A push that raced with a lowered limit can still bring one more into the
+// ring; ctlCollectHeld then drops it, the newest again, so list never holds
+// more than Max and both stages drop the same end.
 type holdQueue struct {
 	opts HoldOptions
-	ring *ringbuf.Ring[heldDatagram]
-	list []heldDatagram // oldest first; len ≤ opts.Max
+	ring *ringbuf.Ring[heldDatagram] // limit: opts.Max − len(list)
+	list []heldDatagram              // oldest first; len ≤ opts.Max
 }
 
 func newHoldQueue(opts HoldOptions) *holdQueue {
-	return &holdQueue{
+	q := &holdQueue{
 		opts: opts,
-		ring: ringbuf.New[heldDatagram](opts.Max),
+		ring: ringbuf.New[heldDatagram](opts.Max), // capacity rounded up to a power of two
 		list: make([]heldDatagram, 0, opts.Max),
 	}
+	q.ring.SetLimit(opts.Max) // the list is empty: the whole bound is the ring's
+	return q
 }
 
 // tryHold is called by dispatchers. It reports false when the ring is full.
@@ -82,6 +94,7 @@ func (r *Router) ctlArmHold(timer *time.Timer) <-chan time.Time {
 	}
 	now := time.Now()
 	r.ctlExpireHeld(now)
+	q.ring.SetLimit(q.opts.Max - len(q.list)) // the room left under the shared bound
 	if len(q.list) == 0 {
 		timer.Stop()
 		return nil
@@ -107,8 +120,8 @@ func (r *Router) ctlCollectHeld() {
 				continue
 			}
 			if len(q.list) == q.opts.Max {
-				r.ctlDropHeld(q.list[0])
-				q.list = append(q.list[:0], q.list[1:]...)
+				r.ctlDropHeld(h) // over the bound: the newest goes, as in the ring
+				continue
 			}
 			h.at = now
 			q.list = append(q.list, h)
@@ -149,12 +162,15 @@ func (r *Router) ctlReleaseHeld(s *Session) {
 	q.list = kept
 }
 
+// ctlHandOver pushes a held datagram into its session's ring; one the ring
+// refuses (full, or past a pending session's limit) is dropped as
+// DroppedHeldRefused: its session existed, so it is not DroppedUnknown.
 func (r *Router) ctlHandOver(s *Session, d []byte) {
 	if s.ring.TryPush(d) {
 		r.counters.heldDelivered.Add(1)
 		return
 	}
-	r.counters.heldDropped.Add(1)
+	r.counters.heldRefused.Add(1)
 	r.release(d)
 }
 

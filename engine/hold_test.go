@@ -59,7 +59,10 @@ func TestHeldDatagramsReachPendingSession(t *testing.T) {
 		st := checkAccounting(t, r, 3)
 		require.Equal(t, uint64(2), st.HeldDelivered)
 		require.Equal(t, uint64(2), st.Delivered)
-		require.Equal(t, uint64(1), st.DroppedUnknown, "the third did not fit the pending buffer")
+		// The third did not fit the pending buffer: its session existed,
+		// so it is a refused handover, not an unknown stream.
+		require.Equal(t, uint64(1), st.DroppedHeldRefused, "the third did not fit the pending buffer")
+		require.Zero(t, st.DroppedUnknown)
 	})
 }
 
@@ -109,6 +112,7 @@ func TestHoldQueueIsBounded(t *testing.T) {
 		synctest.Wait()
 		st := checkAccounting(t, r, 1000)
 		require.LessOrEqual(t, st.HeldNow, uint64(2*max))
+		require.LessOrEqual(t, st.HeldNow, uint64(max), "the ring and the list share the bound")
 		require.Equal(t, uint64(held), st.Held)
 		t.Logf("held %d of 1000, %d still held, %d dropped as unknown", held, st.HeldNow, st.DroppedUnknown)
 
@@ -116,5 +120,32 @@ func TestHoldQueueIsBounded(t *testing.T) {
 		r.Close()
 		st = checkAccounting(t, r, 1000)
 		require.Zero(t, st.HeldNow)
+	})
+}
+
+// The hold queue's ring and list share one bound and one policy: once Max
+// datagrams are held, the newest is dropped, and the oldest reach their
+// session.
+func TestHoldQueueDropsNewest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const max = 4
+		r := NewRouter(Options{Hold: HoldOptions{Max: max, Timeout: time.Second}, Logger: discardLogger()})
+		defer r.Close()
+		for i := range 2 * max {
+			r.Dispatch(0, []byte(fmt.Sprint(i)))
+			synctest.Wait() // the control plane moves each into the list
+		}
+		st := checkAccounting(t, r, 2*max)
+		require.Equal(t, uint64(max), st.HeldNow)
+		require.Equal(t, uint64(max), st.DroppedUnknown)
+		h := newRecorder()
+		_, err := r.Register(0, h)
+		require.NoError(t, err)
+		synctest.Wait()
+		var got []string
+		for _, d := range h.datagrams() {
+			got = append(got, string(d))
+		}
+		require.Equal(t, []string{"0", "1", "2", "3"}, got)
 	})
 }

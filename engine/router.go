@@ -124,13 +124,19 @@ type Router struct {
 	// hold keeps datagrams for not-yet-known streams; nil when disabled.
 	hold *holdQueue
 
-	ctl      chan ctlMsg   // requests to the control plane
+	// ctl carries requests to the control plane. It is bounded
+	// (ctlQueueLen) and blocks when full: call and post wait for room, or
+	// for Close, so a control request is never dropped, and a burst of
+	// more than ctlQueueLen requests waits for the control plane. Dispatch
+	// never sends on it.
+	ctl      chan ctlMsg
 	stopping chan struct{} // closed by Close: the control plane shuts down
 	stopped  chan struct{} // closed when the control plane has exited
 	stopOnce sync.Once
 
-	// wg counts the control plane, every init/session goroutine and every
-	// held-datagram timer; Close waits for it.
+	// wg counts the control plane, every init goroutine, and every session
+	// with a Handler from activation until its teardown (Session.finish);
+	// Close waits for it.
 	wg sync.WaitGroup
 
 	// baseCtx parents every init context; cancelled by Close.
@@ -150,6 +156,9 @@ type Router struct {
 	counters counters
 }
 
+// ctlQueueLen is the depth of a router's control channel.
+const ctlQueueLen = 16
+
 // NewRouter returns a router and starts its control plane. Call Close when
 // the connection ends.
 func NewRouter(opts Options) *Router {
@@ -161,7 +170,7 @@ func NewRouter(opts Options) *Router {
 		opts:     opts,
 		exec:     opts.Executor,
 		sessions: shardmap.New[Session](shardmap.WithShards(opts.Shards)),
-		ctl:      make(chan ctlMsg, 16),
+		ctl:      make(chan ctlMsg, ctlQueueLen),
 		stopping: make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}

@@ -38,8 +38,11 @@ type Session struct {
 	endReason atomicError
 
 	// handler is nil for a pull-mode session. Written by the init
-	// goroutine before its pending → active transition publishes it;
-	// read only by the session goroutine.
+	// goroutine (or the control plane, for Register) before the pending →
+	// active transition, or the session's publication, makes it visible;
+	// read by the session's consumer, one turn at a time (a worker or
+	// the dedicated goroutine; the init goroutine when a cancel won), and
+	// once by the init goroutine for its BlockingHandler check.
 	handler Handler
 	// pull marks a session registered without a Handler. Immutable.
 	pull bool
@@ -391,10 +394,15 @@ func (s *Session) teardownPull() {
 // ErrNoSender: the router has no Options.Sender.
 var ErrNoSender = errors.New("masqroute: router has no datagram sender")
 
+// MaxDatagramHeaderLen is the most bytes an HTTP Datagram's header takes:
+// the quarter stream ID and the context ID, a QUIC varint of up to 8 bytes
+// each. Session.SendDatagram writes it in front of the payload.
+const MaxDatagramHeaderLen = wire.MaxDatagramHeaderLen
+
 // SendDatagram sends buf[off:] to the peer as an HTTP Datagram of this
 // session with the given context ID. The quarter stream ID and context ID
 // are written into buf just before off, so buf[:off] must have room for them
-// (wire.MaxDatagramHeaderLen bytes always suffice; 2 do for context 0 on
+// (MaxDatagramHeaderLen bytes always suffice; 2 do for context 0 on
 // streams below 256). Nothing is copied or allocated here; the
 // Options.Sender copies if it keeps the bytes (quic-go does).
 //

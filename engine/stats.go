@@ -15,7 +15,8 @@ type counters struct {
 	discarded      atomic.Uint64 // in a ring when its session ended
 	held           atomic.Uint64 // entered the hold queue
 	heldDelivered  atomic.Uint64 // left it into their session's ring
-	heldDropped    atomic.Uint64 // left it unclaimed: expired, overflow, refused, Close
+	heldDropped    atomic.Uint64 // left it unclaimed: expired, overflow, Close
+	heldRefused    atomic.Uint64 // left it for their session, whose ring refused them
 
 	// folded from torn-down sessions
 	foldedPushed    atomic.Uint64
@@ -58,6 +59,7 @@ type Stats struct {
 	DroppedPendingOverflow uint64 // session still starting, pending buffer full
 	DroppedRingFull        uint64 // session's ring full: its consumer is behind
 	DroppedClosed          uint64 // session ended, cancelled or failed with it queued or in flight
+	DroppedHeldRefused     uint64 // held, then refused by its session's ring on handover (full, or past the pending limit)
 	Held                   uint64 // entered the hold queue
 	HeldDelivered          uint64 // left the hold queue for their session
 
@@ -77,7 +79,35 @@ type Stats struct {
 
 // Dropped is the sum of every drop reason.
 func (s Stats) Dropped() uint64 {
-	return s.DroppedUnknown + s.DroppedPendingOverflow + s.DroppedRingFull + s.DroppedClosed
+	return s.DroppedUnknown + s.DroppedPendingOverflow + s.DroppedRingFull + s.DroppedClosed + s.DroppedHeldRefused
+}
+
+// Add adds o's counts to s, field by field: the totals of several routers
+// (a proxy sums its connections'). The identity above holds for the sum of
+// quiescent routers.
+func (s *Stats) Add(o Stats) {
+	s.Dispatched += o.Dispatched
+	s.Delivered += o.Delivered
+	s.Queued += o.Queued
+	s.HeldNow += o.HeldNow
+	s.DroppedUnknown += o.DroppedUnknown
+	s.DroppedPendingOverflow += o.DroppedPendingOverflow
+	s.DroppedRingFull += o.DroppedRingFull
+	s.DroppedClosed += o.DroppedClosed
+	s.DroppedHeldRefused += o.DroppedHeldRefused
+	s.Held += o.Held
+	s.HeldDelivered += o.HeldDelivered
+	s.Pending += o.Pending
+	s.Active += o.Active
+	s.Started += o.Started
+	s.Registered += o.Registered
+	s.Activated += o.Activated
+	s.Failed += o.Failed
+	s.Cancelled += o.Cancelled
+	s.Closed += o.Closed
+	s.RejectedLimit += o.RejectedLimit
+	s.RejectedExists += o.RejectedExists
+	s.RejectedKind += o.RejectedKind
 }
 
 // Stats returns a snapshot of the router's counters. It walks the live
@@ -85,12 +115,14 @@ func (s Stats) Dropped() uint64 {
 func (r *Router) Stats() Stats {
 	c := &r.counters
 	heldDropped := c.heldDropped.Load()
+	heldRefused := c.heldRefused.Load()
 	closedRefused := c.closedRefused.Load()
 	st := Stats{
 		DroppedUnknown:         c.unknownDirect.Load() + heldDropped,
 		DroppedPendingOverflow: c.pendingRefused.Load(),
 		DroppedRingFull:        c.ringRefused.Load(),
 		DroppedClosed:          closedRefused + c.discarded.Load(),
+		DroppedHeldRefused:     heldRefused,
 		Held:                   c.held.Load(),
 		HeldDelivered:          c.heldDelivered.Load(),
 		Pending:                c.pending.Load(),
@@ -118,7 +150,7 @@ func (r *Router) Stats() Stats {
 		st.Queued += uint64(s.ring.Len())
 		return true
 	})
-	st.HeldNow = st.Held - st.HeldDelivered - heldDropped
+	st.HeldNow = st.Held - st.HeldDelivered - heldDropped - heldRefused
 	// A dispatched datagram was pushed into a ring at once, held, or
 	// refused on the spot. Held ones that reached their session were
 	// pushed later and are in pushed already.

@@ -71,3 +71,14 @@ func TestLayout(t *testing.T) {
 	t.Run("pointer", func(t *testing.T) { check(t, layoutOf[*dgram]()) })
 	t.Run("struct", func(t *testing.T) { check(t, layoutOf[dgram]()) })
 }
+
+// docs/architecture.md quotes 32 bytes per slot of a []byte ring (the
+// sequence number and the slice header).
+func TestSlotSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("sizes are documented for 64-bit platforms")
+	}
+	if got := unsafe.Sizeof(slot[[]byte]{}); got != 32 {
+		t.Fatalf("slot[[]byte] is %d bytes, docs/architecture.md says 32", got)
+	}
+}

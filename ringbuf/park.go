@@ -103,7 +103,8 @@ func (r *Ring[T]) Disarm() {
 }
 
 // wakeSlow tries, once, to take the wake-up of the parked consumer. It is
-// kept out of line so that TryPush stays small where it is inlined.
+// kept out of line so that TryPush stays within the inliner's budget (its
+// //gcassert:inline is checked by engine/internal/gcassert).
 //
 //go:noinline
 func (r *Ring[T]) wakeSlow() {

@@ -234,6 +234,8 @@ func (r *Ring[T]) Stats() Stats {
 //
 // TryPush may be called by any number of goroutines at once. It is
 // wait-free: it never blocks, never loops and never allocates.
+//
+//gcassert:inline
 func (r *Ring[T]) TryPush(v T) bool {
 	t, ok := r.reserve()
 	if !ok {

@@ -250,15 +250,16 @@ func (e *Env) Run(ctx context.Context, cfg loadgen.Config) (loadgen.Result, erro
 // BaselineProbe reads the baseline proxy's counters.
 func BaselineProbe(s *baseline.Server) loadgen.Probe {
 	return loadgen.ProbeFunc(func(context.Context) (loadgen.Counters, error) {
+		st := s.Stats()
 		return loadgen.Counters{
 			Hops: []loadgen.Hop{
-				{Stage: loadgen.StageProxyToTarget, Name: "baseline: to target", Count: s.ToTarget.Load()},
-				{Stage: loadgen.StageProxyToClient, Name: "baseline: to client", Count: s.ToClient.Load()},
+				{Stage: loadgen.StageProxyToTarget, Name: "baseline: to target", Count: st.ToTarget},
+				{Stage: loadgen.StageProxyToClient, Name: "baseline: to client", Count: st.ToClient},
 			},
 			Drops: map[string]uint64{
-				"baseline.bad_context":  s.DropBadContext.Load(),
-				"baseline.send_error":   s.DropSendError.Load(),
-				"baseline.return_error": s.DropReturn.Load(),
+				"baseline.bad_context":  st.DropBadContext,
+				"baseline.send_error":   st.DropSendError,
+				"baseline.return_error": st.DropReturn,
 			},
 		}, nil
 	})

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -60,6 +61,8 @@ type UDPConn struct {
 
 	wmu       sync.Mutex // serializes capsule writes on the stream
 	closeOnce sync.Once
+	closed    atomic.Bool   // Close was called
+	peerEnded atomic.Bool   // the proxy ended the stream (FIN) while the connection lived
 	capsules  chan struct{} // closed when the capsule reader has ended
 }
 
@@ -152,10 +155,19 @@ func (u *UDPConn) StreamID() uint64 { return u.s.StreamID() }
 
 // Read reads the next UDP payload from the target into b. A payload longer
 // than b is cut short, as on a UDP socket.
+//
+// Once the tunnel has ended, Read fails: with io.EOF when the proxy ended
+// it (closed its side of the stream, as on an idle timeout), and with an
+// error matching net.ErrClosed after Close, or once the connection has
+// closed (Conn.Close, the proxy shutting down, a lost connection).
+// Datagrams still queued when the tunnel ends are discarded.
 func (u *UDPConn) Read(b []byte) (int, error) {
 	u.readMu.Lock()
 	defer u.readMu.Unlock()
 	for {
+		if u.closed.Load() {
+			return 0, net.ErrClosed
+		}
 		for len(u.pending) > 0 {
 			d := u.pending[0]
 			u.pending[0] = nil
@@ -189,7 +201,7 @@ func (u *UDPConn) wait() error {
 		// never parked on).
 		select {
 		case <-u.s.Done():
-			return io.EOF
+			return u.endErr()
 		default:
 			return nil
 		}
@@ -201,10 +213,29 @@ func (u *UDPConn) wait() error {
 	case <-u.s.Done():
 		// Datagrams queued before the end were discarded with the
 		// session; report the end.
-		return io.EOF
+		return u.endErr()
 	case <-u.deadline.wait():
 		return os.ErrDeadlineExceeded
 	}
+}
+
+// endErr is the error of a read or write on an ended tunnel: io.EOF for a
+// read when the proxy ended the stream, else one matching net.ErrClosed
+// (with the connection's close reason, if that is what ended it).
+func (u *UDPConn) endErr() error {
+	if u.peerEnded.Load() && !u.closed.Load() {
+		return io.EOF
+	}
+	return u.closedErr()
+}
+
+// closedErr matches net.ErrClosed; it carries the connection's close
+// reason when the connection has closed and Close was not called.
+func (u *UDPConn) closedErr() error {
+	if cause := context.Cause(u.c.qc.Context()); cause != nil && !u.closed.Load() {
+		return fmt.Errorf("%w: connection closed: %w", net.ErrClosed, cause)
+	}
+	return net.ErrClosed
 }
 
 // ReadFrom is Read, with the tunnel's target as the address.
@@ -215,18 +246,23 @@ func (u *UDPConn) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // Write sends b to the target as one UDP datagram. There is no delivery
 // guarantee. b must fit in one QUIC datagram of the connection; a larger b
-// fails with a *quic.DatagramTooLargeError.
+// fails with a *quic.DatagramTooLargeError. On a tunnel that has ended
+// (Close, the proxy ended it, the connection closed) Write fails with an
+// error matching net.ErrClosed.
 func (u *UDPConn) Write(b []byte) (int, error) {
 	if len(b) > maxDatagram {
 		return 0, errors.New("masqroute client: datagram too large")
 	}
 	select {
 	case <-u.s.Done():
-		return 0, net.ErrClosed
+		return 0, u.closedErr()
 	default:
 	}
 	if !u.c.datagrams {
-		return len(b), u.writeCapsule(b)
+		if err := u.writeCapsule(b); err != nil {
+			return 0, u.wrapWriteErr(err)
+		}
+		return len(b), nil
 	}
 	bp, _ := u.sendBuf.Get().(*[]byte)
 	if bp == nil {
@@ -241,9 +277,24 @@ func (u *UDPConn) Write(b []byte) (int, error) {
 	err := u.s.SendDatagram(buf, wire.MaxDatagramHeaderLen, 0)
 	u.sendBuf.Put(bp)
 	if err != nil {
-		return 0, err
+		return 0, u.wrapWriteErr(err)
 	}
 	return len(b), nil
+}
+
+// wrapWriteErr makes a send error that comes from the connection's or the
+// tunnel's end match net.ErrClosed; it races with the session's end, which
+// Write checks first.
+func (u *UDPConn) wrapWriteErr(err error) error {
+	if u.c.qc.Context().Err() != nil || u.closed.Load() {
+		return fmt.Errorf("%w: %w", net.ErrClosed, err)
+	}
+	select {
+	case <-u.s.Done():
+		return fmt.Errorf("%w: %w", net.ErrClosed, err)
+	default:
+		return err
+	}
 }
 
 // writeCapsule sends b in a DATAGRAM capsule, for a proxy without datagrams.
@@ -270,6 +321,9 @@ func (u *UDPConn) routineReadCapsules() {
 	for {
 		_, v, err := cr.Next()
 		if err != nil {
+			if errors.Is(err, io.EOF) && !u.closed.Load() {
+				u.peerEnded.Store(true) // before the Unregister that ends the session
+			}
 			if errors.Is(err, wire.ErrCapsuleTooLarge) || errors.Is(err, wire.ErrMalformedCapsule) {
 				u.str.CancelRead(quic.StreamErrorCode(wire.ErrCodeMessageError))
 				u.str.CancelWrite(quic.StreamErrorCode(wire.ErrCodeMessageError))
@@ -282,9 +336,11 @@ func (u *UDPConn) routineReadCapsules() {
 }
 
 // Close ends the tunnel: the request stream is closed (RFC 9298 §3), the
-// session unregistered. It is idempotent.
+// session unregistered. It is idempotent. Reads and writes after Close,
+// and a Read blocked in it, fail with net.ErrClosed.
 func (u *UDPConn) Close() error {
 	u.closeOnce.Do(func() {
+		u.closed.Store(true)
 		u.wmu.Lock()
 		u.str.Close()
 		u.wmu.Unlock()

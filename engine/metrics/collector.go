@@ -214,14 +214,15 @@ func families() []family {
 			"Client datagrams that arrived in DATAGRAM capsules on the request stream instead of QUIC datagrams.",
 			func(s *st) uint64 { return s.CapsuleDatagrams }),
 		vector(prometheus.CounterValue, "datagrams_dropped_total",
-			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed), "+
+			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed, held_refused), "+
 				"tunnel (malformed, unknown_context, oversize, send_error, return_oversize, return_send_error, "+
-				"return_queue_full, return_closed), "+
+				"return_queue_full, return_closed, teardown), "+
 				"connection (capsule_error, datagram_error).", "reason",
 			labelled{"unknown_stream", func(s *st) uint64 { return s.Router.DroppedUnknown }},
 			labelled{"pending_overflow", func(s *st) uint64 { return s.Router.DroppedPendingOverflow }},
 			labelled{"ring_full", func(s *st) uint64 { return s.Router.DroppedRingFull }},
 			labelled{"closed", func(s *st) uint64 { return s.Router.DroppedClosed }},
+			labelled{"held_refused", func(s *st) uint64 { return s.Router.DroppedHeldRefused }},
 			labelled{"malformed", func(s *st) uint64 { return s.DropMalformed }},
 			labelled{"unknown_context", func(s *st) uint64 { return s.DropUnknownContext }},
 			labelled{"oversize", func(s *st) uint64 { return s.DropOversize }},
@@ -230,6 +231,7 @@ func families() []family {
 			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},
 			labelled{"return_queue_full", func(s *st) uint64 { return s.DropReturnQueueFull }},
 			labelled{"return_closed", func(s *st) uint64 { return s.DropReturnClosed }},
+			labelled{"teardown", func(s *st) uint64 { return s.DropTeardown }},
 			labelled{"capsule_error", func(s *st) uint64 { return s.CapsuleErrors }},
 			labelled{"datagram_error", func(s *st) uint64 { return s.DatagramErrors }},
 			labelled{"ip_source", func(s *st) uint64 { return s.DropSource }},
@@ -237,6 +239,7 @@ func families() []family {
 			labelled{"ip_hop_limit", func(s *st) uint64 { return s.DropHopLimit }},
 			labelled{"ip_no_tunnel", func(s *st) uint64 { return s.IPNoTunnel }},
 			labelled{"ip_return_full", func(s *st) uint64 { return s.IPReturnFull }},
+			labelled{"ip_return_closed", func(s *st) uint64 { return s.IPReturnClosed }},
 			labelled{"ip_network_malformed", func(s *st) uint64 { return s.IPNetworkMalformed }}),
 		counter("target_unreachable_total",
 			"ICMP errors (host or port unreachable) reported by target sockets.",

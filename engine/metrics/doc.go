@@ -49,6 +49,7 @@
 //	pending_overflow   tunnel still being set up and its pending buffer full
 //	ring_full          tunnel's ring full: its session is behind
 //	closed             tunnel ended with the datagram queued or in flight
+//	held_refused       held for a stream whose tunnel then appeared, and refused by its ring on handover
 //
 // Tunnels:
 //
@@ -58,6 +59,7 @@
 //	send_error         the target socket failed to send it
 //	return_oversize    reply too large for the client's QUIC datagrams
 //	return_send_error  the QUIC connection refused the reply
+//	teardown           discarded because its tunnel, or the proxy, was ending
 //
 // Connections:
 //
@@ -71,6 +73,7 @@
 //	ip_hop_limit          TTL / Hop Limit ran out at the proxy (answered with Time Exceeded)
 //	ip_no_tunnel          packet from the network for an address no tunnel has (answered with ICMP)
 //	ip_return_full        the tunnel's return ring was full
+//	ip_return_closed      the tunnel was closing (its return ring closed)
 //	ip_network_malformed  packet from the network that did not parse
 //
 // CONNECT-IP:

@@ -92,7 +92,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 	c.sender.close()
 	p.mu.Lock()
 	delete(p.conns, c)
-	addRouterStats(&p.foldedRouter, c.router.Stats())
+	p.foldedRouter.Add(c.router.Stats())
 	p.counters.senderWakeups.Add(c.sender.wakeups())
 	p.mu.Unlock()
 	return err

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/bufpool"
 	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/packetio"
@@ -159,6 +159,19 @@ func (n *ipNet) close() {
 	<-n.done
 }
 
+// matchRequest is the CONNECT-IP kind's matcher: one of IPConfig.Templates.
+// Its Vars are target and ipproto ("*" when the template has no such
+// variable).
+func (n *ipNet) matchRequest(req *Request) error {
+	target, ipproto, ok := n.match(requestURI(req.HTTP))
+	if !ok {
+		return errPathMismatch
+	}
+	req.ipScope = &ipScopeRequest{target: target, ipproto: ipproto}
+	req.Vars = map[string]string{"target": target, "ipproto": ipproto}
+	return nil
+}
+
 // match finds the template a request matches and returns target and
 // ipproto ("*" when the template has no such variable).
 func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
@@ -181,8 +194,6 @@ func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
 
 // ipKind starts CONNECT-IP tunnels.
 type ipKind struct{ n *ipNet }
-
-func isIPKind(k engine.Kind) bool { _, ok := k.(*ipKind); return ok }
 
 func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	req, ok := args.Value.(*Request)
@@ -221,28 +232,26 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 type ipScopeRequest struct{ target, ipproto string }
 
 // ipBuf is one packet buffer of the return path, with headroom for the
-// HTTP Datagram header.
+// HTTP Datagram header. It is exactly 2048 bytes, an allocator size class
+// (a test checks it): the device's MTU must fit in ipBufSize-ipHeadroom.
 type ipBuf struct {
 	data [ipBufSize]byte
 	n    int // packet length, at data[ipHeadroom:]
+	bufpool.Flag
+	_ [7]byte
 }
 
 const (
 	ipHeadroom = 16
-	ipBufSize  = 2048
+	ipBufSize  = 2048 - 16 // n and the pool's flag take the rest
 )
 
 func (b *ipBuf) packet() []byte { return b.data[ipHeadroom : ipHeadroom+b.n] }
 
-// ipBufPool pools return-path buffers; Get and Put do not allocate once
-// warm.
-type ipBufPool struct{ p sync.Pool }
+// ipBufPool pools return-path buffers; get and put do not allocate once
+// warm, and a buffer put twice panics.
+type ipBufPool struct{ p bufpool.Pool[ipBuf, *ipBuf] }
 
-func (bp *ipBufPool) get() *ipBuf {
-	if b, _ := bp.p.Get().(*ipBuf); b != nil {
-		return b
-	}
-	return new(ipBuf)
-}
+func (bp *ipBufPool) get() *ipBuf { return bp.p.Get() }
 
 func (bp *ipBufPool) put(b *ipBuf) { b.n = 0; bp.p.Put(b) }

@@ -14,6 +14,7 @@ type ipCounters struct {
 	fromNetwork     atomic.Uint64 // packets read from the device
 	noTunnel        atomic.Uint64 // ... for an address no tunnel has
 	returnFull      atomic.Uint64 // ... whose tunnel's return ring was full
+	returnClosed    atomic.Uint64 // ... whose tunnel was closing (its return ring closed)
 	networkBad      atomic.Uint64 // ... that did not parse
 	icmpToClient    atomic.Uint64 // ICMP errors sent into tunnels
 	icmpToNetwork   atomic.Uint64 // ICMP errors written to the device
@@ -100,7 +101,11 @@ func (n *ipNet) route(b *ipBuf, unreach *icmpLimiter) bool {
 		return false
 	}
 	if !t.ret.TryPush(b) {
-		n.c.returnFull.Add(1)
+		if t.ret.Closed() {
+			n.c.returnClosed.Add(1) // the tunnel is ending; its ring was not full
+		} else {
+			n.c.returnFull.Add(1)
+		}
 		return false
 	}
 	return true

@@ -18,7 +18,8 @@ var ErrBadScope = errors.New("masqroute: bad CONNECT-IP scope")
 
 // parseIPScope turns the template variables target and ipproto (RFC 9484
 // §4.6; empty or "*" means everything) into a scope, resolving a host name
-// target, and intersects it with reachable.
+// target (bounded by Config.ResolveTimeout), and intersects it with
+// reachable.
 func (p *Proxy) parseIPScope(ctx context.Context, target, ipproto string, reachable []netip.Prefix) (*ipaddr.Scope, error) {
 	sc := &ipaddr.Scope{}
 	switch ipproto {
@@ -53,13 +54,11 @@ func (p *Proxy) parseIPScope(ctx context.Context, target, ipproto string, reacha
 		if err != nil || t.Name == "" {
 			return nil, fmt.Errorf("%w: target %q", ErrBadScope, target)
 		}
-		addrs, err := p.cfg.Resolver.LookupNetIP(ctx, "ip", t.Name)
-		if err != nil || len(addrs) == 0 {
-			p.counters.tunnelFailDNS.Add(1)
-			return nil, &StatusError{Status: 502, ProxyError: proxyErrDNSError, Details: "DNS lookup failed", Err: err}
+		addrs, err := template.Lookup(ctx, p.cfg.Resolver, t.Name, p.cfg.ResolveTimeout)
+		if err != nil {
+			return nil, p.dnsRefusal(err)
 		}
 		for _, a := range addrs {
-			a = a.Unmap().WithZone("")
 			want = append(want, netip.PrefixFrom(a, a.BitLen()))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -59,4 +60,30 @@ func TestParseIPScope(t *testing.T) {
 	_, err = p.parseIPScope(ctx, "nxdomain.test", "*", reach)
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, 502, se.Status)
+}
+
+// blockingResolver answers nothing until its context ends.
+type blockingResolver struct{}
+
+func (blockingResolver) LookupNetIP(ctx context.Context, _, _ string) ([]netip.Addr, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A scope's host name is looked up within ResolveTimeout, and a lookup that
+// runs past it is answered 502 dns_timeout, not left to the init timeout.
+func TestParseIPScopeResolveTimeout(t *testing.T) {
+	p, err := New(Config{Resolver: blockingResolver{}, ResolveTimeout: 20 * time.Millisecond, Logger: discardLogger()})
+	require.NoError(t, err)
+	reach := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = p.parseIPScope(ctx, "slow.test", "*", reach)
+	require.Less(t, time.Since(start), 5*time.Second)
+	var se *StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, 502, se.Status)
+	require.Equal(t, proxyErrDNSTimeout, se.ProxyError)
+	require.Equal(t, uint64(1), p.Stats().FailedDNS)
 }

@@ -168,13 +168,8 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 	w := t.writes[:0]
 	mtu := t.n.dev.MTU()
 	for _, d := range batch {
-		ctxID, pkt, err := wire.ParseContextID(d)
-		switch {
-		case err != nil:
-			t.c.dropMalformed.Add(1)
-			continue
-		case ctxID != 0:
-			t.c.dropUnknownContext.Add(1)
+		pkt, ok := t.c.contextZero(d)
+		if !ok {
 			continue
 		}
 		h, err := ippkt.Parse(pkt)
@@ -187,19 +182,23 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 			// RFC 9484 §4.8: the source must be an address assigned to
 			// the tunnel.
 			t.c.dropSource.Add(1)
-			t.icmpToClient(pkt, ippkt.SourcePolicy)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) {
+				return ippkt.DestinationUnreachable(pkt, from, ippkt.SourcePolicy)
+			})
 		case ippkt.IsLinkLocal(h.Dst):
 			// Link-local traffic is never forwarded (RFC 9484 §4.8).
 			t.c.dropScope.Add(1)
 		case !t.scope.Allows(h.Dst, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment):
 			t.c.dropScope.Add(1)
-			t.icmpToClient(pkt, ippkt.AdminProhibited)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) {
+				return ippkt.DestinationUnreachable(pkt, from, ippkt.AdminProhibited)
+			})
 		case len(pkt) > mtu:
 			t.c.dropOversize.Add(1)
-			t.icmpTooBigToClient(pkt, mtu)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) { return ippkt.PacketTooBig(pkt, from, mtu) })
 		case !ippkt.DecrementHopLimit(pkt):
 			t.c.dropHopLimit.Add(1)
-			t.icmpTimeExceededToClient(pkt)
+			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) { return ippkt.TimeExceeded(pkt, from) })
 		default:
 			w = append(w, pkt)
 		}
@@ -217,12 +216,14 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 		if err == nil {
 			break
 		}
-		// w[n] was refused; the rest may go on unless the device closed.
-		t.c.dropSendError.Add(1)
+		// w[n] was refused; the rest may go on unless the device closed,
+		// which happens only as the proxy closes: then w[n:] are teardown
+		// discards, not send errors.
 		if errors.Is(err, net.ErrClosed) {
-			t.c.dropSendError.Add(uint64(len(w) - n - 1))
+			t.c.dropTeardown.Add(uint64(len(w) - n))
 			break
 		}
+		t.c.dropSendError.Add(1)
 		w = w[n+1:]
 	}
 	clear(t.writes)
@@ -241,34 +242,14 @@ func (t *ipTunnel) from(v6 bool) netip.Addr {
 	return t.n.pool4.Own()
 }
 
-func (t *ipTunnel) icmpToClient(pkt []byte, reason ippkt.Reason) {
+// icmpToClient answers the client's refused packet pkt with the ICMP error
+// build makes (from the proxy's address of pkt's family), rate-limited. It
+// is icmpToNetwork's mirror, on the client → network side.
+func (t *ipTunnel) icmpToClient(pkt []byte, build func(from netip.Addr) ([]byte, error)) {
 	if !t.icmp.allow() {
 		return
 	}
-	h, _ := ippkt.Parse(pkt)
-	reply, err := ippkt.DestinationUnreachable(pkt, t.from(h.Version == 6), reason)
-	t.sendICMPToClient(reply, err)
-}
-
-func (t *ipTunnel) icmpTooBigToClient(pkt []byte, mtu int) {
-	if !t.icmp.allow() {
-		return
-	}
-	h, _ := ippkt.Parse(pkt)
-	reply, err := ippkt.PacketTooBig(pkt, t.from(h.Version == 6), mtu)
-	t.sendICMPToClient(reply, err)
-}
-
-func (t *ipTunnel) icmpTimeExceededToClient(pkt []byte) {
-	if !t.icmp.allow() {
-		return
-	}
-	h, _ := ippkt.Parse(pkt)
-	reply, err := ippkt.TimeExceeded(pkt, t.from(h.Version == 6))
-	t.sendICMPToClient(reply, err)
-}
-
-func (t *ipTunnel) sendICMPToClient(reply []byte, err error) {
+	reply, err := build(t.from(pkt[0]>>4 == 6)) // pkt passed ippkt.Parse
 	if err != nil {
 		return // ippkt.ErrNoICMP: an error for an error, a multicast source, ...
 	}

@@ -10,12 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/udpio"
-	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
 // The CONNECT-UDP tunnel (RFC 9298). Its pipeline, per tunnel:
@@ -50,8 +47,6 @@ var udpBuffers udpio.Pool
 // udpKind starts CONNECT-UDP tunnels: resolve the target, check the policy
 // against the resolved address, connect a UDP socket to that same address.
 type udpKind struct{ p *Proxy }
-
-func isUDPKind(k engine.Kind) bool { _, ok := k.(*udpKind); return ok }
 
 func (k *udpKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	req, ok := args.Value.(*Request)
@@ -134,14 +129,8 @@ func (p *Proxy) resolveAllowed(ctx context.Context, t template.Target) (netip.Ad
 		}
 		return addr, &StatusError{Status: http.StatusForbidden, ProxyError: proxyErrDestIPProhibited,
 			Details: details, Err: errors.Join(err, refusal)}
-	case errors.Is(err, template.ErrDNSTimeout):
-		p.counters.tunnelFailDNS.Add(1)
-		return addr, &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDNSTimeout,
-			Details: "DNS lookup timed out", Err: err}
 	default:
-		p.counters.tunnelFailDNS.Add(1)
-		return addr, &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDNSError,
-			Details: "DNS lookup failed", Err: err}
+		return addr, p.dnsRefusal(err)
 	}
 }
 
@@ -195,14 +184,9 @@ func (t *udpTunnel) checkIdle() {
 func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 	w := t.writes[:0]
 	for _, d := range batch {
-		ctxID, payload, err := wire.ParseContextID(d)
+		payload, ok := t.c.contextZero(d) // RFC 9298 §4: other context IDs are unregistered extensions
 		switch {
-		case err != nil:
-			t.c.dropMalformed.Add(1)
-		case ctxID != 0:
-			// RFC 9298 §4: context IDs other than 0 are extensions
-			// this proxy did not register.
-			t.c.dropUnknownContext.Add(1)
+		case !ok:
 		case len(payload) > t.maxSize:
 			t.c.dropOversize.Add(1)
 		default:
@@ -359,11 +343,7 @@ func (t *udpTunnel) replied(r *reply, err error) {
 	case err == errSenderClosed:
 		t.c.dropReturnClosed.Add(1)
 	default:
-		if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
-			t.c.dropReturnOversize.Add(1)
-		} else {
-			t.c.dropReturnSendError.Add(1)
-		}
+		t.c.countReturnError(err)
 	}
 	udpBuffers.Put(r.buf)
 	// Dekker with Close: we decrement, then load closed; Close stores

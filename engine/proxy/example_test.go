@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -225,3 +226,39 @@ func (countingHandler) Close(error)              {}
 type policyFunc func(netip.AddrPort) error
 
 func (f policyFunc) Check(ap netip.AddrPort) error { return f(ap) }
+
+// Serve CONNECT-UDP from an http3.Server you already run (coming from
+// masque-go, say): mount the proxy's HTTP3Handler beside your routes. It
+// runs on quic-go's own datagram path, which is slower than Serve and
+// ServeConn (see docs/embedding.md).
+func ExampleProxy_HTTP3Handler() {
+	cert, pol, target := exampleSetup()
+	defer target.Close()
+
+	srv, err := proxy.New(proxy.Config{Policy: pol})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/.well-known/masque/udp/", srv.HTTP3Handler())
+	h3srv := &http3.Server{
+		Handler:         mux,
+		TLSConfig:       http3.ConfigureTLSConfig(cert.ServerTLS()),
+		QUICConfig:      srv.QUICConfig(nil),
+		EnableDatagrams: true,
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pc.Close()
+	go h3srv.Serve(pc)
+	defer h3srv.Close()
+
+	exampleEcho(pc.LocalAddr().String(), cert, target.Addr())
+	fmt.Println("tunnels opened:", srv.Stats().TunnelsOpened)
+	// Output:
+	// echo: ping
+	// tunnels opened: 1
+}

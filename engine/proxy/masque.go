@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,7 +27,10 @@ type Request struct {
 	// capsules; the proxy reads it (DATAGRAM capsules become datagrams),
 	// so a Kind must not.
 	HTTP *http.Request
-	// Vars are the URI template's variables, percent-decoded.
+	// Vars are the request's URI template variables, percent-decoded:
+	// those of the built-in kinds' templates, of a TemplateKind's, or
+	// what a RequestMatcher returned. Never nil; empty for a kind that
+	// matches no template.
 	Vars map[string]string
 
 	conn   *proxyConn
@@ -91,9 +95,106 @@ func (r *Request) end(reason error) {
 	})
 }
 
-// requestKind wraps every Kind the proxy serves, so that whatever the kind,
-// the request learns when its session's Handler has been closed.
-type requestKind struct{ inner engine.Kind }
+// requestKind wraps every Kind the proxy serves: match decides whether a
+// request is the kind's and fills its Vars (and, for the built-in kinds,
+// what their Start reads), and whatever the kind, the request learns when
+// its session's Handler has been closed.
+type requestKind struct {
+	inner engine.Kind
+	match func(*Request) error // a *StatusError refuses the request
+}
+
+// A RequestMatcher is a session kind that says which requests are its own.
+// The proxy asks it, before it starts a session, for every request whose
+// :protocol the kind is registered for; a kind that is not a
+// RequestMatcher takes every such request, with no template variables.
+// The built-in kinds match their URI templates this way too.
+type RequestMatcher interface {
+	// MatchRequest returns the request's template variables, which
+	// become Request.Vars, or an error that refuses the request: a
+	// *StatusError chooses the answer, any other error answers 404. It
+	// runs on the request's goroutine, before Config.Authorize.
+	MatchRequest(r *http.Request) (vars map[string]string, err error)
+}
+
+// TemplateKind returns k as a kind whose requests must match the URI
+// template tmpl (RFC 6570, absolute; "{authority}" stands for whatever
+// authority the client reached the proxy under): a request whose URI does
+// not match is answered 404, and k's Start finds the variables, percent-
+// decoded, in Request.Vars. Register the result for k's :protocol.
+func TemplateKind(tmpl string, k engine.Kind) (engine.Kind, error) {
+	t, err := template.Parse(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("masqroute: kind template: %w", err)
+	}
+	return &templateKind{Kind: k, tmpl: t}, nil
+}
+
+type templateKind struct {
+	engine.Kind
+	tmpl *template.Template
+}
+
+func (k *templateKind) MatchRequest(r *http.Request) (map[string]string, error) {
+	vars, ok := k.tmpl.Match(requestURI(r))
+	if !ok {
+		return nil, errPathMismatch
+	}
+	return vars, nil
+}
+
+// requestURI is the absolute URI a template is matched against.
+func requestURI(r *http.Request) string { return "https://" + r.Host + r.RequestURI }
+
+// errPathMismatch answers a request whose URI is not its kind's template.
+var errPathMismatch = &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
+	Details: "path does not match the URI template"}
+
+// wrapKind makes k a kind the proxy serves: match is the built-in kinds'
+// own matcher; other kinds are asked through RequestMatcher.
+func wrapKind(k engine.Kind, match func(*Request) error) requestKind {
+	if match != nil {
+		return requestKind{inner: k, match: match}
+	}
+	m, ok := k.(RequestMatcher)
+	if !ok {
+		return requestKind{inner: k, match: func(req *Request) error {
+			req.Vars = map[string]string{}
+			return nil
+		}}
+	}
+	return requestKind{inner: k, match: func(req *Request) error {
+		vars, err := m.MatchRequest(req.HTTP)
+		if err != nil {
+			if se, ok := errors.AsType[*StatusError](err); ok {
+				return se
+			}
+			return &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
+				Details: "request not served by this kind", Err: err}
+		}
+		if vars == nil {
+			vars = map[string]string{}
+		}
+		req.Vars = vars
+		return nil
+	}}
+}
+
+// matchUDP is the built-in CONNECT-UDP kind's matcher: Config.UDPTemplate,
+// and a target host and port that parse (400 otherwise).
+func (p *Proxy) matchUDP(req *Request) error {
+	vars, ok := p.udpTmpl.Match(requestURI(req.HTTP))
+	if !ok {
+		return errPathMismatch
+	}
+	target, err := template.ParseHostPort(vars["target_host"], vars["target_port"])
+	if err != nil {
+		return &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
+			Details: err.Error(), Err: err}
+	}
+	req.Vars, req.udpTarget = vars, &target
+	return nil
+}
 
 func (k requestKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
 	h, err := k.inner.Start(ctx, s, args)
@@ -158,32 +259,9 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := &Request{HTTP: r, conn: c, w: w, ended: make(chan struct{})}
-	if rk, ok := kind.(requestKind); ok && isIPKind(rk.inner) {
-		target, ipproto, ok := p.ip.match("https://" + r.Host + r.RequestURI)
-		if !ok {
-			p.refuse(w, &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
-				Details: "path does not match the URI template"}, &p.counters.rejected)
-			return
-		}
-		req.ipScope = &ipScopeRequest{target: target, ipproto: ipproto}
-		req.Vars = map[string]string{"target": target, "ipproto": ipproto}
-	}
-	if proto == engine.ProtocolConnectUDP {
-		if rk, ok := kind.(requestKind); ok && isUDPKind(rk.inner) {
-			vars, ok := p.udpTmpl.Match("https://" + r.Host + r.RequestURI)
-			if !ok {
-				p.refuse(w, &StatusError{Status: http.StatusNotFound, ProxyError: proxyErrHTTPRequestError,
-					Details: "path does not match the URI template"}, &p.counters.rejected)
-				return
-			}
-			target, err := template.ParseHostPort(vars["target_host"], vars["target_port"])
-			if err != nil {
-				p.refuse(w, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
-					Details: err.Error(), Err: err}, &p.counters.rejected)
-				return
-			}
-			req.Vars, req.udpTarget = vars, &target
-		}
+	if err := kind.(requestKind).match(req); err != nil { // New wraps every kind
+		p.refuse(w, asStatusError(err), &p.counters.rejected)
+		return
 	}
 	p.serveTunnel(w, r, c, req, proto)
 }
@@ -193,12 +271,7 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) {
 	if p.cfg.Authorize != nil {
 		if err := p.cfg.Authorize(r); err != nil {
-			se, ok := errors.AsType[*StatusError](err)
-			if !ok {
-				se = &StatusError{Status: http.StatusForbidden, ProxyError: proxyErrHTTPRequestDenied,
-					Details: "not authorized", Err: err}
-			}
-			p.refuse(w, se, &p.counters.rejected)
+			p.refuse(w, authRefusal(err), &p.counters.rejected)
 			return
 		}
 	}

@@ -103,15 +103,16 @@ type Config struct {
 	// [engine.DefaultHoldTimeout].
 	Hold engine.HoldOptions
 	// Kinds adds session kinds for other :protocol values; an embedder's
-	// [engine.Kind] receives [engine.Args].Value of type *Request.
-	// connect-udp is always served by masqroute's own kind unless Kinds
-	// registers one.
+	// [engine.Kind] receives [engine.Args].Value of type *Request. A kind
+	// says which requests are its own by being a [RequestMatcher] (see
+	// [TemplateKind]). connect-udp is always served by masqroute's own
+	// kind unless Kinds registers one.
 	Kinds *engine.Registry
 	// IP enables CONNECT-IP (RFC 9484) when set.
 	IP *IPConfig
 	// Handler serves requests that are not MASQUE requests (no
 	// :protocol a kind is registered for). Default: 404 for everything
-	// else. Mount UDPHandler inside it to route MASQUE by path yourself.
+	// else. Mount MASQUEHandler in it to route MASQUE by path yourself.
 	Handler http.Handler
 	// Logger receives the proxy's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -144,6 +145,8 @@ type Proxy struct {
 	pollers  []*udpio.Poller
 	nextPoll atomic.Uint32
 	live     map[*tunnelCounters]struct{}
+	stock    map[*stockTunnel]struct{} // HTTP3Handler's tunnels, which Close ends
+	stockWG  sync.WaitGroup            // one per entry of stock
 	// foldedRouter holds the router counters of connections that have
 	// ended.
 	foldedRouter engine.Stats
@@ -205,10 +208,10 @@ func New(cfg Config) (*Proxy, error) {
 		udpBase:   udpio.Stats(),
 	}
 	p.kinds = engine.NewRegistry()
-	p.kinds.Register(engine.ProtocolConnectUDP, requestKind{&udpKind{p: p}})
+	p.kinds.Register(engine.ProtocolConnectUDP, wrapKind(&udpKind{p: p}, p.matchUDP))
 	if cfg.Kinds != nil {
 		for proto, k := range cfg.Kinds.All() {
-			p.kinds.Register(proto, requestKind{k})
+			p.kinds.Register(proto, wrapKind(k, nil))
 		}
 	}
 	if cfg.IP != nil {
@@ -220,7 +223,7 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("masqroute: CONNECT-IP: %w", err)
 		}
 		p.ip = n
-		p.kinds.Register(engine.ProtocolConnectIP, requestKind{&ipKind{n}})
+		p.kinds.Register(engine.ProtocolConnectIP, wrapKind(&ipKind{n}, n.matchRequest))
 	}
 	p.byProto = make(map[string]*protoCounts)
 	for proto := range p.kinds.All() {
@@ -324,7 +327,8 @@ wait:
 }
 
 // Close closes every connection and listener at once and waits until every
-// connection's goroutines have ended. It is idempotent.
+// connection's goroutines have ended, and every HTTP3Handler tunnel. It is
+// idempotent.
 func (p *Proxy) Close() error {
 	p.draining.Store(true)
 	p.mu.Lock()
@@ -335,8 +339,12 @@ func (p *Proxy) Close() error {
 	for c := range p.conns {
 		c.qc.CloseWithError(quic.ApplicationErrorCode(0x100), "proxy shutting down") // H3_NO_ERROR
 	}
+	for t := range p.stock {
+		t.end() // its handler returns promptly: it reads a cancelled stream
+	}
 	p.mu.Unlock()
 	p.connsWG.Wait()
+	p.stockWG.Wait()
 	p.mu.Lock()
 	exec, pollers := p.exec, p.pollers
 	p.mu.Unlock()

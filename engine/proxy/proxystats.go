@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"sync/atomic"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
 // proxyCounters are the proxy's own totals (the routers keep theirs). All
@@ -34,9 +38,12 @@ type proxyCounters struct {
 	folded tunnelCounters
 }
 
-// tunnelCounters count one tunnel's datagrams. Each field has one writer:
-// the session goroutine (client → target) or the tunnel's receive goroutine
-// (target → client); atomics let Stats read them while they run.
+// tunnelCounters count one tunnel's datagrams. They are written by the
+// session's consumer (client → target: HandleDatagrams, on an executor
+// worker) and by the tunnel's return goroutine (target → client); some
+// fields by both (dropOversize, targetUnreachable, and for CONNECT-IP
+// dropMalformed, dropScope, dropHopLimit), so every write is an atomic add,
+// never a load-and-store. Atomics also let Stats read them while they run.
 type tunnelCounters struct {
 	toTarget            atomic.Uint64 // datagrams written to the target
 	toTargetBytes       atomic.Uint64
@@ -50,6 +57,7 @@ type tunnelCounters struct {
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
 	dropReturnQueueFull atomic.Uint64 // the connection's reply ring was full (a slow client)
 	dropReturnClosed    atomic.Uint64 // the connection ended with the reply still queued
+	dropTeardown        atomic.Uint64 // discarded because the tunnel (or the proxy) was ending
 	targetUnreachable   atomic.Uint64 // ICMP errors reported by the target socket
 	// CONNECT-IP only.
 	dropSource   atomic.Uint64 // client packet from an address not assigned to the tunnel
@@ -57,23 +65,70 @@ type tunnelCounters struct {
 	dropHopLimit atomic.Uint64 // TTL / Hop Limit expired at the proxy
 }
 
+// contextZero returns the payload of a client datagram that carries context
+// ID 0, the only one a tunnel registers (RFC 9298 §4, RFC 9484 §6), and
+// counts any other as dropped.
+func (c *tunnelCounters) contextZero(d []byte) ([]byte, bool) {
+	ctxID, payload, err := wire.ParseContextID(d)
+	switch {
+	case err != nil:
+		c.dropMalformed.Add(1)
+		return nil, false
+	case ctxID != 0:
+		c.dropUnknownContext.Add(1)
+		return nil, false
+	}
+	return payload, true
+}
+
+// countReturnError counts a reply the QUIC connection refused: too large
+// for its datagrams, or refused otherwise.
+func (c *tunnelCounters) countReturnError(err error) {
+	if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
+		c.dropReturnOversize.Add(1)
+	} else {
+		c.dropReturnSendError.Add(1)
+	}
+}
+
+// tunnelFields pairs each tunnel counter with the Stats field that sums it
+// over tunnels. addTo and Stats both walk it, so a new counter is a field
+// above, a field of Stats, and one line here.
+var tunnelFields = [...]struct {
+	c  func(*tunnelCounters) *atomic.Uint64
+	st func(*Stats) *uint64
+}{
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.toTarget }, func(s *Stats) *uint64 { return &s.ToTarget }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.toTargetBytes }, func(s *Stats) *uint64 { return &s.ToTargetBytes }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.toClient }, func(s *Stats) *uint64 { return &s.ToClient }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.toClientBytes }, func(s *Stats) *uint64 { return &s.ToClientBytes }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropMalformed }, func(s *Stats) *uint64 { return &s.DropMalformed }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropUnknownContext }, func(s *Stats) *uint64 { return &s.DropUnknownContext }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropOversize }, func(s *Stats) *uint64 { return &s.DropOversize }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropSendError }, func(s *Stats) *uint64 { return &s.DropSendError }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnOversize }, func(s *Stats) *uint64 { return &s.DropReturnOversize }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnSendError }, func(s *Stats) *uint64 { return &s.DropReturnSendError }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnQueueFull }, func(s *Stats) *uint64 { return &s.DropReturnQueueFull }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnClosed }, func(s *Stats) *uint64 { return &s.DropReturnClosed }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropTeardown }, func(s *Stats) *uint64 { return &s.DropTeardown }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.targetUnreachable }, func(s *Stats) *uint64 { return &s.TargetUnreachable }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropSource }, func(s *Stats) *uint64 { return &s.DropSource }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropScope }, func(s *Stats) *uint64 { return &s.DropScope }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropHopLimit }, func(s *Stats) *uint64 { return &s.DropHopLimit }},
+}
+
+// addTo adds c's counts to dst: the totals of tunnels that have ended.
 func (c *tunnelCounters) addTo(dst *tunnelCounters) {
-	dst.toTarget.Add(c.toTarget.Load())
-	dst.toTargetBytes.Add(c.toTargetBytes.Load())
-	dst.toClient.Add(c.toClient.Load())
-	dst.toClientBytes.Add(c.toClientBytes.Load())
-	dst.dropMalformed.Add(c.dropMalformed.Load())
-	dst.dropUnknownContext.Add(c.dropUnknownContext.Load())
-	dst.dropOversize.Add(c.dropOversize.Load())
-	dst.dropSendError.Add(c.dropSendError.Load())
-	dst.dropReturnOversize.Add(c.dropReturnOversize.Load())
-	dst.dropReturnSendError.Add(c.dropReturnSendError.Load())
-	dst.dropReturnQueueFull.Add(c.dropReturnQueueFull.Load())
-	dst.dropReturnClosed.Add(c.dropReturnClosed.Load())
-	dst.targetUnreachable.Add(c.targetUnreachable.Load())
-	dst.dropSource.Add(c.dropSource.Load())
-	dst.dropScope.Add(c.dropScope.Load())
-	dst.dropHopLimit.Add(c.dropHopLimit.Load())
+	for _, f := range tunnelFields {
+		f.c(dst).Add(f.c(c).Load())
+	}
+}
+
+// addToStats adds c's counts to the fields of st that sum them.
+func (c *tunnelCounters) addToStats(st *Stats) {
+	for _, f := range tunnelFields {
+		*f.st(st) += f.c(c).Load()
+	}
 }
 
 // trackTunnel adds a tunnel's counters to the live set, or folds them into
@@ -151,6 +206,7 @@ type Stats struct {
 	DropReturnSendError uint64         // replies the QUIC connection refused
 	DropReturnQueueFull uint64         // replies dropped because the connection's reply ring was full
 	DropReturnClosed    uint64         // replies still queued when their connection ended
+	DropTeardown        uint64         // datagrams discarded because their tunnel or the proxy was ending
 	TargetUnreachable   uint64         // ICMP errors reported by target sockets
 	Router              engine.Stats   // every connection's router, summed (ended ones included)
 	DataPath            DataPathStats  // wake-ups, system calls and batches of the data path
@@ -167,6 +223,7 @@ type Stats struct {
 	IPFromNetwork      uint64 // packets read from the CONNECT-IP device
 	IPNoTunnel         uint64 // ... addressed to no tunnel (answered with ICMP)
 	IPReturnFull       uint64 // ... dropped: the tunnel's return ring was full
+	IPReturnClosed     uint64 // ... dropped: the tunnel was closing
 	IPNetworkMalformed uint64 // ... that did not parse
 	ICMPToClient       uint64 // ICMP errors the proxy sent into tunnels
 	ICMPToNetwork      uint64 // ICMP errors the proxy wrote to the network
@@ -192,11 +249,10 @@ func (p *Proxy) Stats() Stats {
 		CapsuleErrors:    c.capsuleErrors.Load(),
 		DatagramErrors:   c.datagramErrors.Load(),
 	}
-	var sum tunnelCounters
 	p.mu.Lock()
-	c.folded.addTo(&sum)
+	c.folded.addToStats(&st)
 	for t := range p.live {
-		t.addTo(&sum)
+		t.addToStats(&st)
 	}
 	st.Conns = int64(len(p.conns))
 	st.Router = p.foldedRouter
@@ -209,34 +265,19 @@ func (p *Proxy) Stats() Stats {
 	}
 	p.mu.Unlock()
 	for _, r := range routers {
-		addRouterStats(&st.Router, r.Stats())
+		st.Router.Add(r.Stats())
 	}
 	st.DataPath = p.dataPathStats(exec)
 	st.DataPath.SenderWakeups = senderWakeups
 	st.DataPath.SenderBatches = c.senderBatches.Load()
 	st.DataPath.SenderDatagrams = c.senderDatagrams.Load()
 	st.DataPath.SenderQueueFull = c.senderQueueFull.Load()
-	st.ToTarget = sum.toTarget.Load()
-	st.ToTargetBytes = sum.toTargetBytes.Load()
-	st.ToClient = sum.toClient.Load()
-	st.ToClientBytes = sum.toClientBytes.Load()
-	st.DropMalformed = sum.dropMalformed.Load()
-	st.DropUnknownContext = sum.dropUnknownContext.Load()
-	st.DropOversize = sum.dropOversize.Load()
-	st.DropSendError = sum.dropSendError.Load()
-	st.DropReturnOversize = sum.dropReturnOversize.Load()
-	st.DropReturnSendError = sum.dropReturnSendError.Load()
-	st.DropReturnQueueFull = sum.dropReturnQueueFull.Load()
-	st.DropReturnClosed = sum.dropReturnClosed.Load()
-	st.TargetUnreachable = sum.targetUnreachable.Load()
-	st.DropSource = sum.dropSource.Load()
-	st.DropScope = sum.dropScope.Load()
-	st.DropHopLimit = sum.dropHopLimit.Load()
 	st.TunnelsByProtocol, st.OpenedByProtocol = p.kindCounts()
 	if n := p.ip; n != nil {
 		st.IPFromNetwork = n.c.fromNetwork.Load()
 		st.IPNoTunnel = n.c.noTunnel.Load()
 		st.IPReturnFull = n.c.returnFull.Load()
+		st.IPReturnClosed = n.c.returnClosed.Load()
 		st.IPNetworkMalformed = n.c.networkBad.Load()
 		st.ICMPToClient = n.c.icmpToClient.Load()
 		st.ICMPToNetwork = n.c.icmpToNetwork.Load()
@@ -248,30 +289,8 @@ func (p *Proxy) Stats() Stats {
 }
 
 // addRouterStats adds o's counts to s: the proxy's totals over its
-// connections' routers.
-func addRouterStats(s *engine.Stats, o engine.Stats) {
-	s.Dispatched += o.Dispatched
-	s.Delivered += o.Delivered
-	s.Queued += o.Queued
-	s.HeldNow += o.HeldNow
-	s.DroppedUnknown += o.DroppedUnknown
-	s.DroppedPendingOverflow += o.DroppedPendingOverflow
-	s.DroppedRingFull += o.DroppedRingFull
-	s.DroppedClosed += o.DroppedClosed
-	s.Held += o.Held
-	s.HeldDelivered += o.HeldDelivered
-	s.Pending += o.Pending
-	s.Active += o.Active
-	s.Started += o.Started
-	s.Registered += o.Registered
-	s.Activated += o.Activated
-	s.Failed += o.Failed
-	s.Cancelled += o.Cancelled
-	s.Closed += o.Closed
-	s.RejectedLimit += o.RejectedLimit
-	s.RejectedExists += o.RejectedExists
-	s.RejectedKind += o.RejectedKind
-}
+// connections' routers. (conn.go's caller can use Stats.Add directly.)
+func addRouterStats(s *engine.Stats, o engine.Stats) { s.Add(o) }
 
 // protoCounts count one protocol's tunnels.
 type protoCounts struct {

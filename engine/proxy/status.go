@@ -7,13 +7,14 @@ import (
 	"github.com/dunglas/httpsfv"
 
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/template"
 )
 
 // A StatusError is a refusal the proxy answers with an HTTP status, a
 // Proxy-Status header (RFC 9209) and any extra headers. An Authorize hook
 // returns one to pick its status (401, 403 or 407) and headers such as
 // WWW-Authenticate or Proxy-Authenticate; every error the proxy makes while
-// setting a tunnel up is mapped to one (see ResponseFor).
+// setting a tunnel up is answered as one.
 type StatusError struct {
 	// Status is the HTTP status code.
 	Status int
@@ -80,6 +81,19 @@ func writeStatus(w http.ResponseWriter, name string, e *StatusError) {
 	}
 	h.Set("Proxy-Status", proxyStatus(name, e.ProxyError, e.Details))
 	w.WriteHeader(e.Status)
+}
+
+// dnsRefusal counts a failed target lookup and returns its answer: 502
+// with dns_timeout when the lookup ran past Config.ResolveTimeout, else 502
+// with dns_error. err is a template.Lookup or template.Resolve error.
+func (p *Proxy) dnsRefusal(err error) *StatusError {
+	p.counters.tunnelFailDNS.Add(1)
+	if errors.Is(err, template.ErrDNSTimeout) {
+		return &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDNSTimeout,
+			Details: "DNS lookup timed out", Err: err}
+	}
+	return &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDNSError,
+		Details: "DNS lookup failed", Err: err}
 }
 
 // asStatusError maps any error from setting a tunnel up to its response.

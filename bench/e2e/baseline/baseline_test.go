@@ -74,10 +74,10 @@ func TestBaselineWithMasqrouteClient(t *testing.T) {
 		require.NoError(t, err, "datagram %d", i)
 		require.Equal(t, msg, buf[:n])
 	}
-	require.Equal(t, uint64(20), s.ToTarget.Load())
+	require.Equal(t, uint64(20), s.Stats().ToTarget)
 	// The proxy counts a reply after SendDatagram returns, so the client
 	// can read the last echo before the counter moves.
-	require.Eventually(t, func() bool { return s.ToClient.Load() == 20 }, 2*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return s.Stats().ToClient == 20 }, 2*time.Second, time.Millisecond)
 	require.NoError(t, u.Close())
 
 	for target, status := range map[string]int{

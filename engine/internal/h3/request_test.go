@@ -450,3 +450,24 @@ func TestContentLengthMismatchByHandler(t *testing.T) {
 	require.ErrorAs(t, err, &se)
 	require.EqualValues(t, wire.ErrCodeInternalError, se.ErrorCode)
 }
+
+// A CONNECT-UDP handler finds the quarter stream ID its HTTP Datagrams carry
+// (RequestStream's StreamID / 4), and checks that the peer accepts HTTP
+// Datagrams at all. (This was ExampleRequestStream, which never ran.)
+func TestRequestStreamInHandler(t *testing.T) {
+	srv := startServer(t, Config{Datagrams: true, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := RequestStream(r)
+		if !ok {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		<-s.Conn().PeerSettings()
+		fmt.Fprintf(w, "stream %d datagrams %v", s.StreamID(), s.Conn().Settings().Datagram)
+	})})
+	cc, _ := dialClient(t, srv)
+	rsp, body := get(t, cc, "/")
+	require.Equal(t, http.StatusOK, rsp.StatusCode)
+	require.Equal(t, "stream 0 datagrams true", body)
+	_, body = get(t, cc, "/")
+	require.Equal(t, "stream 4 datagrams true", body)
+}

@@ -15,9 +15,8 @@ import (
 // the packet must not be forwarded, and the caller answers with
 // TimeExceeded (RFC 792, RFC 1812 §5.3.1, RFC 8200 §3 and RFC 4443 §3.3).
 // It also returns false for a packet too short to hold an IP header; pkt
-// is expected to have passed Parse. It does not allocate.
-//
-//gcassert:inline
+// is expected to have passed Parse. It does not allocate. (It is not
+// inlined: the IPv4 checksum patch puts it over the inliner's budget.)
 func DecrementHopLimit(pkt []byte) bool {
 	if len(pkt) == 0 {
 		return false
@@ -66,8 +65,6 @@ func decrementTTL(pkt []byte) bool {
 //
 // An IPv4-mapped IPv6 address is judged as the IPv4 address it maps. It
 // does not allocate.
-//
-//gcassert:inline
 func IsLinkLocal(a netip.Addr) bool {
 	if a.Is4() || a.Is4In6() {
 		b := a.Unmap().As4()

@@ -41,29 +41,48 @@ func Resolve(ctx context.Context, r Resolver, t Target, timeout time.Duration, p
 		}
 		return netip.AddrPortFrom(a, t.Port), nil
 	}
+	addrs, err := Lookup(ctx, r, t.Name, timeout)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	for _, a := range addrs {
+		if pick == nil || pick(a) {
+			return netip.AddrPortFrom(a, t.Port), nil
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("%w: %s (%d addresses)", ErrNoAllowedAddress, t.Name, len(addrs))
+}
+
+// Lookup looks name up with r for both address families, bounded by timeout
+// (none if timeout <= 0) and by ctx, and returns the valid addresses,
+// unmapped and stripped of zones, in the resolver's order. Its errors are
+// Resolve's: ErrDNSTimeout when the lookup ran past timeout (or the resolver
+// reported a timeout), ErrDNS for any other failure and for an empty
+// answer.
+func Lookup(ctx context.Context, r Resolver, name string, timeout time.Duration) ([]netip.Addr, error) {
 	lctx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		lctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	addrs, err := r.LookupNetIP(lctx, "ip", t.Name)
+	addrs, err := r.LookupNetIP(lctx, "ip", name)
 	if err != nil {
 		if isTimeout(err) || (ctx.Err() == nil && lctx.Err() != nil) {
-			return netip.AddrPort{}, fmt.Errorf("%w: %s: %w", ErrDNSTimeout, t.Name, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrDNSTimeout, name, err)
 		}
-		return netip.AddrPort{}, fmt.Errorf("%w: %s: %w", ErrDNS, t.Name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrDNS, name, err)
 	}
-	if len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("%w: %s: no addresses", ErrDNS, t.Name)
-	}
+	valid := addrs[:0:0]
 	for _, a := range addrs {
-		a = a.Unmap().WithZone("")
-		if a.IsValid() && (pick == nil || pick(a)) {
-			return netip.AddrPortFrom(a, t.Port), nil
+		if a = a.Unmap().WithZone(""); a.IsValid() {
+			valid = append(valid, a)
 		}
 	}
-	return netip.AddrPort{}, fmt.Errorf("%w: %s (%d addresses)", ErrNoAllowedAddress, t.Name, len(addrs))
+	if len(valid) == 0 {
+		return nil, fmt.Errorf("%w: %s: no addresses", ErrDNS, name)
+	}
+	return valid, nil
 }
 
 // isTimeout reports whether a resolver error says it timed out: a
