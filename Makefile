@@ -57,8 +57,8 @@ race:
 
 # norace runs, without the race detector, the tests it would distort and
 # that skip themselves under it: allocation counts, memory per entry, and
-# the fairness timing test.
-NORACE_TESTS ?= Alloc|TestMemory|TestFloodDoesNotHurtOtherTunnels
+# the fairness and stock-client burst timing tests.
+NORACE_TESTS ?= Alloc|TestMemory|TestFloodDoesNotHurtOtherTunnels|TestStockClientBurst
 norace:
 	$(GO) test -count=1 -run '$(NORACE_TESTS)' -timeout 10m $(PKGS)
 

@@ -16,6 +16,8 @@ package e2e
 //	                     masqroute_* series a daemon serves), empty otherwise
 //	POST /profile/start  start a CPU profile into ChildConfig.CPUProfile
 //	POST /profile/stop   stop it
+//	POST /gc, GET /runtime, GET /debug/pprof/{profile}
+//	                     the Go runtime's view: see childruntime.go
 //
 // Everything else the child says goes to stderr.
 
@@ -148,6 +150,7 @@ func (c *control) mux() *http.ServeMux {
 	m.Handle("GET /metrics", promhttp.HandlerFor(c.promReg, promhttp.HandlerOpts{}))
 	m.HandleFunc("POST /profile/start", func(w http.ResponseWriter, _ *http.Request) { httpErr(w, c.startProfile()) })
 	m.HandleFunc("POST /profile/stop", func(w http.ResponseWriter, _ *http.Request) { httpErr(w, c.stopProfile()) })
+	runtimeRoutes(m)
 	return m
 }
 
