@@ -5,7 +5,7 @@ PKGS      ?= ./...
 # few iterations so a broken benchmark fails CI.
 SMOKE     ?= -run '^$$' -bench . -benchtime 100x -short
 
-.PHONY: run build demo test vet inline unit race norace bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
+.PHONY: run build demo test vet inline unit race norace burst bench-smoke bench bench-1m bench-e2e bench-report fuzz soak lint clean
 
 # COMMIT is stamped into bin/masqroute (masqroute -version): this machine's
 # Go sets GOFLAGS=-buildvcs=false, so the build records no revision itself.
