@@ -238,53 +238,85 @@ func (p *Proxy) refuse(w http.ResponseWriter, e *StatusError, reason *counterVec
 	writeStatus(w, p.cfg.Name, e)
 }
 
+// serveMASQUE serves one MASQUE request: it checks it, opens the tunnel and
+// carries the request stream's capsules until the tunnel ends.
+//
+// Its goroutine lives as long as the tunnel, almost all of it parked in
+// readCapsules. What sits on its stack then decides the stack's size: Go
+// shrinks a stack at GC only while less than a quarter of it is in use, and
+// a setup path that once grew it to 16 KiB kept it there for every idle
+// tunnel. So the setup runs in functions that return before the capsule
+// loop starts (acceptMASQUE, openTunnel; kept out of line), and the frames
+// left under the loop are small.
 func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
-	c, ok := r.Context().Value(connKey{}).(*proxyConn)
+	c, req, proto, ok := p.acceptMASQUE(w, r)
+	if !ok {
+		return
+	}
+	s, pc, ok := p.openTunnel(w, r, c, req, proto)
+	if !ok {
+		return
+	}
+	defer p.releaseTunnel()
+	defer pc.live.Add(-1)
+	ch, _ := req.handler.(capsuleHandler)
+	p.readCapsules(c, s, req, ch)
+}
+
+// acceptMASQUE checks that r is a MASQUE request for a kind the proxy
+// serves and answers it if not.
+//
+//go:noinline
+func (p *Proxy) acceptMASQUE(w http.ResponseWriter, r *http.Request) (c *proxyConn, req *Request, proto string, ok bool) {
+	c, ok = r.Context().Value(connKey{}).(*proxyConn)
 	if !ok {
 		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
 			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
-		return
+		return nil, nil, "", false
 	}
 	if r.Method != http.MethodConnect {
 		w.Header().Set("Allow", http.MethodConnect)
 		p.refuse(w, &StatusError{Status: http.StatusMethodNotAllowed, ProxyError: proxyErrHTTPRequestError,
 			Details: "MASQUE needs extended CONNECT"}, &p.counters.rejected)
-		return
+		return nil, nil, "", false
 	}
-	proto := r.Proto
+	proto = r.Proto
 	kind, err := p.kinds.Select(engine.Args{Protocol: proto})
 	if proto == "" || proto == "HTTP/3.0" || err != nil {
 		p.refuse(w, &StatusError{Status: http.StatusNotImplemented, ProxyError: proxyErrHTTPRequestError,
 			Details: "unsupported :protocol"}, &p.counters.rejected)
-		return
+		return nil, nil, "", false
 	}
-	req := &Request{HTTP: r, conn: c, w: w, ended: make(chan struct{})}
+	req = &Request{HTTP: r, conn: c, w: w, ended: make(chan struct{})}
 	if err := kind.(requestKind).match(req); err != nil { // New wraps every kind
 		p.refuse(w, asStatusError(err), &p.counters.rejected)
-		return
+		return nil, nil, "", false
 	}
-	p.serveTunnel(w, r, c, req, proto)
+	return c, req, proto, true
 }
 
-// serveTunnel authorizes, starts the session, answers, and then carries the
-// request stream's capsules until the tunnel ends.
-func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) {
+// openTunnel authorizes, starts the session and answers 200. On success the
+// tunnel holds its place under MaxTunnels and counts as live for its
+// protocol; the caller releases both when the tunnel ends.
+//
+//go:noinline
+func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) (s *engine.Session, pc *protoCounts, ok bool) {
 	if p.cfg.Authorize != nil {
 		if err := p.cfg.Authorize(r); err != nil {
 			p.refuse(w, authRefusal(err), &p.counters.rejected)
-			return
+			return nil, nil, false
 		}
 	}
 	if p.draining.Load() {
 		p.refuse(w, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
 			Details: "proxy is shutting down"}, &p.counters.rejected)
-		return
+		return nil, nil, false
 	}
 	str, ok := h3.RequestStream(r)
 	if !ok {
 		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
 			Details: "no request stream"}, &p.counters.rejected)
-		return
+		return nil, nil, false
 	}
 	req.stream = str
 	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
@@ -292,28 +324,26 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 	select {
 	case <-c.h3.PeerSettings():
 	case <-r.Context().Done():
-		return
+		return nil, nil, false
 	}
 	req.datagrams = c.datagrams && c.h3.Settings().Datagram
 	if !p.admitTunnel() {
 		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
-		return
+		return nil, nil, false
 	}
-	defer p.releaseTunnel()
-
 	id := uint64(str.StreamID())
 	s, err := c.router.StartSession(r.Context(), id, engine.Args{Protocol: proto, Value: req})
 	if err != nil {
+		p.releaseTunnel()
 		se := asStatusError(err)
 		p.log.Debug("masqroute: tunnel refused", "stream", id, "status", se.Status, "error", err)
 		p.refuse(w, se, &p.counters.rejected)
-		return
+		return nil, nil, false
 	}
 	p.counters.tunnelsOpened.Add(1)
-	pc := p.byProto[proto]
+	pc = p.byProto[proto]
 	pc.opened.Add(1)
 	pc.live.Add(1)
-	defer pc.live.Add(-1)
 	w.Header().Set("Capsule-Protocol", "?1")
 	req.wmu.Lock()
 	w.WriteHeader(http.StatusOK)
@@ -322,13 +352,14 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 	if err != nil {
 		c.router.Unregister(id)
 		<-req.ended
-		return
+		pc.live.Add(-1)
+		p.releaseTunnel()
+		return nil, nil, false
 	}
 	if e, ok := req.handler.(establisher); ok {
 		e.Established()
 	}
-	ch, _ := req.handler.(capsuleHandler)
-	p.readCapsules(c, s, req, ch)
+	return s, pc, true
 }
 
 // establisher is a Handler that wants to know when its 2xx has been sent:
@@ -368,6 +399,19 @@ func (p *Proxy) readCapsules(c *proxyConn, s *engine.Session, req *Request, ch c
 			}
 			err = errors.Join(wire.ErrMalformedCapsule, err)
 		}
+		p.capsulesEnded(c, s, req, err)
+		return
+	}
+}
+
+// capsulesEnded ends the tunnel whose capsule stream stopped with err, and
+// returns once its Handler is closed. (Out of line, to keep readCapsules'
+// frame small: see serveMASQUE.)
+//
+//go:noinline
+func (p *Proxy) capsulesEnded(c *proxyConn, s *engine.Session, req *Request, err error) {
+	id := s.StreamID()
+	{
 		select {
 		case <-req.ended: // the session ended first and stopped us
 			return
