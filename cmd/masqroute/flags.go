@@ -40,6 +40,11 @@ type serveConfig struct {
 	workers           int
 	gc                gcConfig
 
+	// Authentication (auth.go).
+	authTokens           string
+	clientCA             string
+	allowUnauthenticated bool
+
 	allow, deny           string
 	allowPorts, denyPorts string
 
@@ -96,6 +101,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", engine.DefaultHoldTimeout, "how long such a datagram waits for its request")
 	fs.IntVar(&c.workers, "workers", engine.DefaultWorkers(), "executor worker goroutines that run every tunnel's datagrams; one per GOMAXPROCS by default")
 	c.gc.flags(fs)
+	fs.StringVar(&c.authTokens, "auth-tokens", "", "bearer token `file`: one sha256:HEX hash a line (masqroute token makes them); tunnel requests\n"+
+		"without a listed token get 407. Read again on SIGHUP")
+	fs.StringVar(&c.clientCA, "client-ca", "", "PEM `file` of CAs client certificates must chain to (mTLS); a client without one fails the handshake")
+	fs.BoolVar(&c.allowUnauthenticated, "allow-unauthenticated", false, "serve a non-loopback -listen address without -auth-tokens or -client-ca (an open proxy)")
 	fs.StringVar(&c.allow, "allow", "", "comma-separated `CIDRs or addresses` tunnels may reach even if the built-in policy refuses them")
 	fs.StringVar(&c.deny, "deny", "", "comma-separated `CIDRs or addresses` tunnels may never reach")
 	fs.StringVar(&c.allowPorts, "allow-ports", "", "comma-separated target `ports or ranges` (53,443,1000-2000); empty: any")
@@ -154,6 +163,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		// Not a typo but a missing decision: one line, no usage hint.
 		return nil, errNoCert
 	}
+	if err := c.checkAuth(); err != nil {
+		return nil, err
+	}
 	if c.dev && c.cert == "" {
 		c.selfSigned = true
 	}
@@ -202,7 +214,7 @@ func (c *serveConfig) targetPolicy() (*policy.Policy, error) {
 }
 
 // proxyConfig is the engine configuration the flags describe.
-func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, log *slog.Logger) proxy.Config {
+func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth daemonAuth, log *slog.Logger) proxy.Config {
 	hold := engine.HoldOptions{Max: c.holdMax, Timeout: c.holdTimeout}
 	if hold.Max <= 0 {
 		hold.Max = -1 // -hold 0 means none; the engine reads a zero Max as its default
@@ -224,5 +236,7 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, log *s
 		Workers:            c.workers,
 		Hold:               hold,
 		Logger:             log,
+		Tokens:             auth.tokens,
+		ClientCAs:          auth.clientCAs,
 	}
 }

@@ -121,7 +121,14 @@ func (d *daemon) start() error {
 	if err != nil {
 		return err
 	}
-	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, d.base.With("component", "proxy")))
+	auth, err := d.loadAuth()
+	if err != nil {
+		if ipCfg != nil {
+			ipCfg.Device.Close()
+		}
+		return err
+	}
+	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, auth, d.base.With("component", "proxy")))
 	if err != nil {
 		if ipCfg != nil {
 			ipCfg.Device.Close()
@@ -134,6 +141,7 @@ func (d *daemon) start() error {
 		}
 		d.log.Info("CONNECT-IP on", "backend", cfg.ip, "pool4", cfg.ipPool4, "pool6", cfg.ipPool6, "templates", ipCfg.Templates)
 	}
+	tlsConf = d.proxy.TLSConfig(tlsConf) // -client-ca
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	d.ln, err = quic.ListenAddr(cfg.listen, tlsConf, d.proxy.QUICConfig(nil))
 	if err != nil {

@@ -171,6 +171,16 @@ func families() []family {
 			typ:  prometheus.CounterValue,
 			read: rejectedByStatus,
 		},
+		{
+			desc: newDesc("auth_refused_total",
+				"Authentication refusals, by reason: token_missing, token_malformed, token_invalid (407), cert_missing, cert_invalid (TLS handshake failed).", "reason"),
+			typ: prometheus.CounterValue,
+			read: func(s *st, emit emitFunc) {
+				for _, r := range sortedKeys(s.AuthRefused) {
+					emit(float64(s.AuthRefused[r]), r)
+				}
+			},
+		},
 		counter("tunnels_refused_by_policy_total",
 			"Requests refused with 403 because the target policy forbids the resolved target address.",
 			func(s *st) uint64 { return s.RefusedPolicy }),

@@ -144,6 +144,14 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
 		return
 	}
+	// Authentication first: a client without credentials learns nothing
+	// of the templates or the policy.
+	if p.cfg.Tokens != nil {
+		if se := p.checkToken(r); se != nil {
+			p.refuse(w, se, &p.counters.rejected)
+			return
+		}
+	}
 	if r.Method != http.MethodConnect {
 		w.Header().Set("Allow", http.MethodConnect)
 		p.refuse(w, &StatusError{Status: http.StatusMethodNotAllowed, ProxyError: proxyErrHTTPRequestError,

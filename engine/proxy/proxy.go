@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,7 +67,13 @@ type Config struct {
 	// ResolveTimeout bounds one target lookup. Default
 	// DefaultResolveTimeout.
 	ResolveTimeout time.Duration
-	// Authorize, if set, runs before a tunnel is set up. A non-nil error
+	// Tokens, if set, are the bearer tokens a tunnel request must carry
+	// (auth.go): a request without one of them is answered 407.
+	Tokens *TokenSet
+	// ClientCAs, if set, are the CAs a client certificate must chain to;
+	// TLSConfig applies them to the listener's tls.Config.
+	ClientCAs *x509.CertPool
+	// Authorize, if set, runs before a tunnel is set up, after Tokens. A non-nil error
 	// refuses the request: a *StatusError chooses its status (401, 403,
 	// 407) and headers; any other error answers 403.
 	Authorize func(*http.Request) error
@@ -126,6 +133,7 @@ type Proxy struct {
 	handler  http.Handler
 	log      *slog.Logger
 	counters proxyCounters
+	auth     authCounters
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
