@@ -33,6 +33,8 @@ type serveConfig struct {
 	resolveTimeout    time.Duration
 	maxDatagram       int
 	maxCapsule        int
+	maxAmp            int
+	ampAllowance      int
 	ringSize          int
 	pendingBuffer     int
 	holdMax           int
@@ -95,6 +97,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", proxy.DefaultResolveTimeout, "bound on one target name lookup")
 	fs.IntVar(&c.maxDatagram, "max-datagram", proxy.DefaultMaxDatagramPayload, "largest UDP payload carried either way, in `bytes`; larger ones are dropped and counted")
 	fs.IntVar(&c.maxCapsule, "max-capsule", proxy.DefaultMaxCapsule, "largest capsule value in `bytes`; a larger one resets its stream")
+	fs.IntVar(&c.maxAmp, "max-amplification", proxy.DefaultMaxAmplification, "per connection and second: wire bytes toward targets at most this many times the QUIC bytes\n"+
+		"the client sent (plus -amplification-allowance); the rest is dropped and counted (negative: no bound)")
+	fs.IntVar(&c.ampAllowance, "amplification-allowance", proxy.DefaultAmplificationAllowance, "wire `bytes` toward targets a connection may send per second besides")
 	fs.IntVar(&c.ringSize, "ring-size", engine.DefaultRingSize, "datagrams queued per tunnel toward its target (rounded up to a power of two); more are dropped and counted")
 	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
 	fs.IntVar(&c.holdMax, "hold", proxy.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
@@ -220,23 +225,25 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 		hold.Max = -1 // -hold 0 means none; the engine reads a zero Max as its default
 	}
 	return proxy.Config{
-		IP:                 ip,
-		UDPTemplate:        c.template,
-		Policy:             pol,
-		ResolveTimeout:     c.resolveTimeout,
-		MaxTunnelsPerConn:  c.maxTunnelsPerConn,
-		MaxTunnels:         c.maxTunnels,
-		MaxConns:           c.maxConns,
-		InitTimeout:        c.initTimeout,
-		IdleTimeout:        c.idleTimeout,
-		MaxDatagramPayload: c.maxDatagram,
-		MaxCapsule:         c.maxCapsule,
-		RingSize:           c.ringSize,
-		PendingBuffer:      c.pendingBuffer,
-		Workers:            c.workers,
-		Hold:               hold,
-		Logger:             log,
-		Tokens:             auth.tokens,
-		ClientCAs:          auth.clientCAs,
+		IP:                     ip,
+		UDPTemplate:            c.template,
+		Policy:                 pol,
+		ResolveTimeout:         c.resolveTimeout,
+		MaxTunnelsPerConn:      c.maxTunnelsPerConn,
+		MaxTunnels:             c.maxTunnels,
+		MaxConns:               c.maxConns,
+		InitTimeout:            c.initTimeout,
+		IdleTimeout:            c.idleTimeout,
+		MaxDatagramPayload:     c.maxDatagram,
+		MaxCapsule:             c.maxCapsule,
+		MaxAmplification:       c.maxAmp,
+		AmplificationAllowance: c.ampAllowance,
+		RingSize:               c.ringSize,
+		PendingBuffer:          c.pendingBuffer,
+		Workers:                c.workers,
+		Hold:                   hold,
+		Logger:                 log,
+		Tokens:                 auth.tokens,
+		ClientCAs:              auth.clientCAs,
 	}
 }

@@ -57,6 +57,7 @@
 //	malformed          client datagram without a parsable context ID
 //	unknown_context    client datagram with a context ID other than 0
 //	oversize           over the payload limit, or refused by the kernel as too large (both ways)
+//	amplification      over the connection's byte budget toward targets (3× what the client sent + 64 KiB a second)
 //	send_error         the target socket failed to send it
 //	return_oversize    reply too large for the client's QUIC datagrams
 //	return_send_error  the QUIC connection refused the reply

@@ -24,7 +24,8 @@ type proxyConn struct {
 	qc     *quic.Conn
 	h3     *h3.Conn
 	router *engine.Router
-	sender *sender // replies to the client (sender.go)
+	sender *sender    // replies to the client (sender.go)
+	amp    *ampBudget // bytes toward targets (amplification.go); nil: no bound
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
@@ -66,6 +67,10 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		Logger:        p.log,
 	})
 	c.sender = newSender(qc, &p.counters)
+	if p.cfg.MaxAmplification > 0 {
+		c.amp = newAmpBudget(int64(p.cfg.MaxAmplification), int64(p.cfg.AmplificationAllowance),
+			func() uint64 { return qc.ConnectionStats().BytesReceived })
+	}
 	p.conns[c] = struct{}{}
 	p.connsWG.Add(1)
 	p.mu.Unlock()

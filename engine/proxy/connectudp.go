@@ -94,8 +94,12 @@ func newUDPTunnel(p *Proxy, s *engine.Session, req *Request, conn *udpio.Conn, s
 		maxSize: p.cfg.MaxDatagramPayload,
 		snd:     snd,
 		poller:  poller,
+		ovh:     udpOverhead(conn.RemoteAddr().Addr().Unmap().Is4()),
 		readK:   1,
 		done:    make(chan struct{}),
+	}
+	if req.conn != nil {
+		t.amp = req.conn.amp
 	}
 	t.touch()
 	p.trackTunnel(&t.c, true)
@@ -161,6 +165,8 @@ type udpTunnel struct {
 
 	// writes is the scratch batch of HandleDatagrams.
 	writes [][]byte
+	amp    *ampBudget // the connection's bytes toward targets; nil: no bound
+	ovh    int64      // IP + UDP header bytes of one datagram to target
 
 	// The read side (readReplies), owned by the socket's reader.
 	snd       *sender             // the connection's reply sender
@@ -194,6 +200,7 @@ func (t *udpTunnel) checkIdle() {
 // a datagram the kernel cannot take is dropped and counted.
 func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 	w := t.writes[:0]
+	var cost int64
 	for _, d := range batch {
 		ctxID, payload, err := wire.ParseContextID(d)
 		switch {
@@ -207,7 +214,11 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 			t.c.dropOversize.Add(1)
 		default:
 			w = append(w, payload)
+			cost += int64(len(payload)) + t.ovh
 		}
+	}
+	if len(w) > 0 && !t.amp.take(cost) {
+		w = t.trimToBudget(w)
 	}
 	t.writes = w
 	if len(w) == 0 {
@@ -238,6 +249,20 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 		break
 	}
 	clear(t.writes)
+}
+
+// trimToBudget keeps the datagrams of w the connection's amplification
+// budget still covers, in order, and drops and counts the rest. It runs
+// only when the whole batch did not fit.
+func (t *udpTunnel) trimToBudget(w [][]byte) [][]byte {
+	for i, d := range w {
+		if !t.amp.take(int64(len(d)) + t.ovh) {
+			t.c.dropAmplification.Add(uint64(len(w) - i))
+			clear(w[i:])
+			return w[:i]
+		}
+	}
+	return w
 }
 
 // onReadable is the tunnel's Poller handler: the target socket became

@@ -95,6 +95,15 @@ type Config struct {
 	// ways; larger ones are dropped and counted. Default
 	// DefaultMaxDatagramPayload.
 	MaxDatagramPayload int
+	// MaxAmplification bounds, per connection and one-second window, the
+	// wire bytes sent toward targets as a multiple of the QUIC bytes
+	// received from the client (amplification.go). Default
+	// DefaultMaxAmplification; negative = no bound.
+	MaxAmplification int
+	// AmplificationAllowance is the wire bytes a connection may send
+	// toward targets per window besides. Default
+	// DefaultAmplificationAllowance.
+	AmplificationAllowance int
 	// MaxCapsule bounds a capsule's value; a larger one resets the stream
 	// with H3_MESSAGE_ERROR. Default DefaultMaxCapsule.
 	MaxCapsule int
@@ -187,6 +196,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.MaxDatagramPayload <= 0 {
 		cfg.MaxDatagramPayload = DefaultMaxDatagramPayload
+	}
+	if cfg.MaxAmplification == 0 {
+		cfg.MaxAmplification = DefaultMaxAmplification
+	}
+	if cfg.AmplificationAllowance <= 0 {
+		cfg.AmplificationAllowance = DefaultAmplificationAllowance
 	}
 	if cfg.MaxCapsule <= 0 {
 		cfg.MaxCapsule = DefaultMaxCapsule

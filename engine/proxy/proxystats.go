@@ -45,6 +45,7 @@ type tunnelCounters struct {
 	dropMalformed       atomic.Uint64 // no parsable context ID
 	dropUnknownContext  atomic.Uint64 // context ID other than 0
 	dropOversize        atomic.Uint64 // over MaxDatagramPayload, or refused by the kernel as too large
+	dropAmplification   atomic.Uint64 // over the connection's byte budget toward targets (amplification.go)
 	dropSendError       atomic.Uint64 // the target socket failed
 	dropReturnOversize  atomic.Uint64 // reply too large for the client's QUIC datagrams
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
@@ -65,6 +66,7 @@ func (c *tunnelCounters) addTo(dst *tunnelCounters) {
 	dst.dropMalformed.Add(c.dropMalformed.Load())
 	dst.dropUnknownContext.Add(c.dropUnknownContext.Load())
 	dst.dropOversize.Add(c.dropOversize.Load())
+	dst.dropAmplification.Add(c.dropAmplification.Load())
 	dst.dropSendError.Add(c.dropSendError.Load())
 	dst.dropReturnOversize.Add(c.dropReturnOversize.Load())
 	dst.dropReturnSendError.Add(c.dropReturnSendError.Load())
@@ -147,6 +149,7 @@ type Stats struct {
 	DropMalformed       uint64            // client datagrams without a parsable context ID
 	DropUnknownContext  uint64            // client datagrams with a context ID other than 0
 	DropOversize        uint64            // datagrams over MaxDatagramPayload or refused as too large, both ways
+	DropAmplification   uint64            // client datagrams over their connection's byte budget toward targets
 	DropSendError       uint64            // client datagrams the target socket failed to send
 	DropReturnOversize  uint64            // replies too large for the client connection
 	DropReturnSendError uint64            // replies the QUIC connection refused
@@ -225,6 +228,7 @@ func (p *Proxy) Stats() Stats {
 	st.DropMalformed = sum.dropMalformed.Load()
 	st.DropUnknownContext = sum.dropUnknownContext.Load()
 	st.DropOversize = sum.dropOversize.Load()
+	st.DropAmplification = sum.dropAmplification.Load()
 	st.DropSendError = sum.dropSendError.Load()
 	st.DropReturnOversize = sum.dropReturnOversize.Load()
 	st.DropReturnSendError = sum.dropReturnSendError.Load()
