@@ -29,6 +29,7 @@ type serveConfig struct {
 	maxTunnels        int
 	maxConns          int
 	initTimeout       time.Duration
+	headerTimeout     time.Duration
 	idleTimeout       time.Duration
 	resolveTimeout    time.Duration
 	maxDatagram       int
@@ -92,6 +93,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
 	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
 	fs.IntVar(&c.maxConns, "max-conns", 0, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.DurationVar(&c.headerTimeout, "header-timeout", proxy.DefaultHeaderTimeout, "bound on a new stream's request head, and on a request's wait for the client's SETTINGS")
 	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
 	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", proxy.DefaultResolveTimeout, "bound on one target name lookup")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
 
@@ -29,6 +30,9 @@ type proxyConn struct {
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
+	// tunnels counts the connection's tunnel requests from their
+	// admission (before any wait) to their end, for MaxTunnelsPerConn.
+	tunnels atomic.Int64
 }
 
 type connKey struct{}
@@ -78,10 +82,11 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 	defer p.connsWG.Done()
 
 	hc, err := h3.NewConn(qc, &h3.Config{
-		Handler:     p.topHandler(),
-		Datagrams:   true,
-		ConnContext: func(ctx context.Context) context.Context { return context.WithValue(ctx, connKey{}, c) },
-		Logger:      p.log,
+		Handler:       p.topHandler(),
+		Datagrams:     true,
+		HeaderTimeout: p.cfg.HeaderTimeout,
+		ConnContext:   func(ctx context.Context) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		Logger:        p.log,
 	})
 	if err == nil {
 		c.h3 = hc
@@ -109,6 +114,17 @@ func (p *Proxy) topHandler() http.Handler {
 		return p.cfg.Handler
 	}
 	return p.MASQUEHandler()
+}
+
+// admitTunnel reserves a place under MaxTunnelsPerConn, before the request
+// waits for anything.
+func (c *proxyConn) admitTunnel() bool {
+	limit := int64(c.p.cfg.MaxTunnelsPerConn)
+	if n := c.tunnels.Add(1); limit > 0 && n > limit {
+		c.tunnels.Add(-1)
+		return false
+	}
+	return true
 }
 
 // goAway starts the connection's graceful shutdown.

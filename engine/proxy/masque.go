@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
@@ -222,19 +223,28 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 		return
 	}
 	req.stream = str
-	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
-	// §2.1.1); clients send them first thing, so this rarely waits.
-	select {
-	case <-c.h3.PeerSettings():
-	case <-r.Context().Done():
+	// The limits first: nothing below waits before they are applied.
+	if !c.admitTunnel() {
+		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
 		return
 	}
-	req.datagrams = c.datagrams && c.h3.Settings().Datagram
+	defer c.tunnels.Add(-1)
 	if !p.admitTunnel() {
 		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
 		return
 	}
 	defer p.releaseTunnel()
+	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
+	// §2.1.1); clients send them first thing, so this rarely waits, and
+	// never longer than HeaderTimeout.
+	if !c.waitSettings(r.Context()) {
+		if r.Context().Err() == nil {
+			p.refuse(w, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
+				Details: "no SETTINGS from the client in time"}, &p.counters.rejected)
+		}
+		return
+	}
+	req.datagrams = c.datagrams && c.h3.Settings().Datagram
 
 	id := uint64(str.StreamID())
 	s, err := c.router.StartSession(r.Context(), id, engine.Args{Protocol: proto, Value: req})
@@ -264,6 +274,24 @@ func (p *Proxy) serveTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn
 	}
 	ch, _ := req.handler.(capsuleHandler)
 	p.readCapsules(c, s, req, ch)
+}
+
+// waitSettings waits, at most HeaderTimeout, for the client's SETTINGS.
+func (c *proxyConn) waitSettings(ctx context.Context) bool {
+	select {
+	case <-c.h3.PeerSettings():
+		return true
+	default:
+	}
+	t := time.NewTimer(c.p.cfg.HeaderTimeout)
+	defer t.Stop()
+	select {
+	case <-c.h3.PeerSettings():
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
 }
 
 // establisher is a Handler that wants to know when its 2xx has been sent:

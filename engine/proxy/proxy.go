@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/udpio"
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -35,6 +36,10 @@ const (
 	DefaultMaxDatagramPayload = 1500
 	DefaultMaxCapsule         = wire.DefaultMaxCapsuleValue // 64 KiB
 	DefaultHoldMax            = 64
+	DefaultHeaderTimeout      = h3.DefaultHeaderTimeout
+	// maxIncomingUniStreams: a client needs three (control, QPACK
+	// encoder and decoder); a few more for extensions.
+	maxIncomingUniStreams = 8
 )
 
 // A TargetPolicy decides which targets a tunnel may reach. Check gets the
@@ -85,6 +90,11 @@ type Config struct {
 	// MaxConns bounds concurrent connections; more are closed at once
 	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
 	MaxConns int
+	// HeaderTimeout bounds what a client can hold without a request: the
+	// time from a stream's arrival to its complete request head (or a
+	// unidirectional stream's type), and a tunnel request's wait for the
+	// client's SETTINGS. Default DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
 	// InitTimeout bounds a tunnel's setup (resolution, policy, socket).
 	// Default [engine.DefaultInitTimeout].
 	InitTimeout time.Duration
@@ -188,6 +198,9 @@ func New(cfg Config) (*Proxy, error) {
 	} else if cfg.MaxTunnelsPerConn < 0 {
 		cfg.MaxTunnelsPerConn = 0
 	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = engine.DefaultInitTimeout
 	}
@@ -276,6 +289,17 @@ func (p *Proxy) QUICConfig(base *quic.Config) *quic.Config {
 	}
 	if c.MaxIncomingStreams < want {
 		c.MaxIncomingStreams = want
+	}
+	if c.MaxIncomingUniStreams == 0 {
+		c.MaxIncomingUniStreams = maxIncomingUniStreams
+	}
+	// A stream keeps its credit until its goroutine has ended, so
+	// MaxIncomingStreams bounds the goroutines a client can hold, not
+	// only its open streams.
+	c.RequireStreamCreditRelease = true
+	// The handshake, too, has a deadline (quic-go's default is 5 s).
+	if c.HandshakeIdleTimeout == 0 {
+		c.HandshakeIdleTimeout = p.cfg.HeaderTimeout
 	}
 	return &c
 }
