@@ -235,6 +235,7 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 		MaxTunnels:             c.maxTunnels,
 		MaxConns:               c.maxConns,
 		InitTimeout:            c.initTimeout,
+		HeaderTimeout:          c.headerTimeout,
 		IdleTimeout:            c.idleTimeout,
 		MaxDatagramPayload:     c.maxDatagram,
 		MaxCapsule:             c.maxCapsule,
