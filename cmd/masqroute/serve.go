@@ -135,6 +135,15 @@ func (d *daemon) start() error {
 		}
 		return err
 	}
+	// Tunnels may not reach this host's own addresses (unless -allow names
+	// them); SIGHUP reads them again after an interface change.
+	d.reloadSteps = append(d.reloadSteps, reloadStep{name: "host addresses", reload: func() error {
+		if err := d.proxy.RefreshHostAddrs(); err != nil {
+			return err
+		}
+		d.log.Info("host addresses refused as targets", "addrs", d.proxy.HostAddrs())
+		return nil
+	}})
 	if ipCfg != nil {
 		if cfg.ip == "netstack" {
 			d.ipHosts = cfg.ipHosts

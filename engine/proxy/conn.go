@@ -21,12 +21,18 @@ import (
 // single consumer of the connection's QUIC datagrams), and the router's
 // control plane. ServeConn returns after all of them have ended.
 type proxyConn struct {
-	p      *Proxy
-	qc     *quic.Conn
-	h3     *h3.Conn
-	router *engine.Router
-	sender *sender    // replies to the client (sender.go)
-	amp    *ampBudget // bytes toward targets (amplification.go); nil: no bound
+	p  *Proxy
+	qc *quic.Conn
+	// h3 is written by ServeConn before Serve starts any handler, which
+	// is what orders it before their reads. Shutdown's goAway reads
+	// h3ready instead: ServeConn publishes it, then checks draining, and
+	// Shutdown sets draining, then loads it — one of the two sends the
+	// GOAWAY of a connection set up during the shutdown.
+	h3      *h3.Conn
+	h3ready atomic.Pointer[h3.Conn]
+	router  *engine.Router
+	sender  *sender    // replies to the client (sender.go)
+	amp     *ampBudget // bytes toward targets (amplification.go); nil: no bound
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
@@ -90,6 +96,10 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 	})
 	if err == nil {
 		c.h3 = hc
+		c.h3ready.Store(hc) // then load draining: see goAway
+		if p.draining.Load() {
+			hc.GoAway()
+		}
 		rx := make(chan struct{})
 		go func() {
 			defer close(rx)
@@ -128,9 +138,10 @@ func (c *proxyConn) admitTunnel() bool {
 }
 
 // goAway starts the connection's graceful shutdown.
+// Shutdown calls it after setting draining (see h3ready).
 func (c *proxyConn) goAway() {
-	if c.h3 != nil {
-		c.h3.GoAway()
+	if hc := c.h3ready.Load(); hc != nil {
+		hc.GoAway()
 	}
 }
 

@@ -122,6 +122,9 @@ func (p *Proxy) resolveAllowed(ctx context.Context, t template.Target) (netip.Ad
 	var refusal error
 	addr, err := template.Resolve(ctx, p.cfg.Resolver, t, p.cfg.ResolveTimeout, func(a netip.Addr) bool {
 		err := p.cfg.Policy.Check(netip.AddrPortFrom(a, t.Port))
+		if err == nil {
+			err = p.checkHost(netip.AddrPortFrom(a, t.Port))
+		}
 		if err != nil && refusal == nil {
 			refusal = err
 		}
@@ -133,7 +136,9 @@ func (p *Proxy) resolveAllowed(ctx context.Context, t template.Target) (netip.Ad
 	case errors.Is(err, template.ErrNoAllowedAddress):
 		p.counters.tunnelRefusedPolicy.Add(1)
 		details := "target refused by policy"
-		if refusal != nil {
+		if se, ok := errors.AsType[*StatusError](refusal); ok {
+			details = se.Details
+		} else if refusal != nil {
 			details = refusal.Error()
 		}
 		return addr, &StatusError{Status: http.StatusForbidden, ProxyError: proxyErrDestIPProhibited,

@@ -322,7 +322,16 @@ func (p *Proxy) readCapsules(c *proxyConn, s *engine.Session, req *Request, ch c
 		typ, value, err := cr.Next()
 		if err == nil && typ == wire.CapsuleDatagram {
 			p.counters.capsuleDatagrams.Add(1)
-			c.router.Dispatch(id, append([]byte(nil), value...))
+			// Sizes are checked before the copy: an empty or oversize
+			// capsule never takes a buffer or a place in the ring.
+			switch {
+			case len(value) == 0:
+				p.counters.capsuleMalformed.Add(1) // not even a context ID
+			case len(value) > p.maxCapsuleDatagram:
+				p.counters.capsuleOversize.Add(1)
+			default:
+				c.router.Dispatch(id, append([]byte(nil), value...))
+			}
 			continue
 		}
 		if err == nil {

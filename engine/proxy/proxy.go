@@ -67,6 +67,10 @@ type Config struct {
 	// Policy decides which targets tunnels may reach. Default
 	// policy.Default().
 	Policy TargetPolicy
+	// HostAddrs lists the host's own addresses, which tunnels may not
+	// reach unless Policy names them explicitly (hostaddrs.go). Default
+	// InterfaceAddrs; read by New and by RefreshHostAddrs.
+	HostAddrs func() ([]netip.Addr, error)
 	// Resolver resolves target host names. Default net.DefaultResolver.
 	Resolver Resolver
 	// ResolveTimeout bounds one target lookup. Default
@@ -146,19 +150,24 @@ type Config struct {
 // A Proxy serves MASQUE tunnels over HTTP/3. Every datagram of every
 // connection goes through the connection's [engine.Router].
 type Proxy struct {
-	cfg      Config
-	udpTmpl  *template.Template
-	kinds    *engine.Registry
-	handler  http.Handler
-	log      *slog.Logger
-	counters proxyCounters
-	auth     authCounters
+	cfg         Config
+	udpTmpl     *template.Template
+	kinds       *engine.Registry
+	handler     http.Handler
+	log         *slog.Logger
+	counters    proxyCounters
+	host        atomic.Pointer[hostAddrs] // the host's addresses (hostaddrs.go)
+	listenAddrs listenSet                 // every listener's address, for checkHost
+	auth        authCounters
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
 	byProto  map[string]*protoCounts // fixed by New
-	udpBase  udpio.Counters          // the socket layer's counters when New ran; Stats reports growth since
+	// maxCapsuleDatagram is the largest DATAGRAM capsule value a tunnel
+	// can use: the largest payload (UDP or IP) and a context ID.
+	maxCapsuleDatagram int
+	udpBase            udpio.Counters // the socket layer's counters when New ran; Stats reports growth since
 
 	mu        sync.Mutex // guards the fields below
 	conns     map[*proxyConn]struct{}
@@ -186,6 +195,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
+	}
+	if cfg.HostAddrs == nil {
+		cfg.HostAddrs = InterfaceAddrs
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
@@ -240,6 +252,10 @@ func New(cfg Config) (*Proxy, error) {
 		live:      make(map[*tunnelCounters]struct{}),
 		udpBase:   udpio.Stats(),
 	}
+	p.listenAddrs.Store(new([]netip.AddrPort))
+	if err := p.RefreshHostAddrs(); err != nil {
+		return nil, fmt.Errorf("masqroute: the host's addresses: %w", err)
+	}
 	p.kinds = engine.NewRegistry()
 	p.kinds.Register(engine.ProtocolConnectUDP, requestKind{&udpKind{p: p}})
 	if cfg.Kinds != nil {
@@ -258,6 +274,11 @@ func New(cfg Config) (*Proxy, error) {
 		p.ip = n
 		p.kinds.Register(engine.ProtocolConnectIP, requestKind{&ipKind{n}})
 	}
+	p.maxCapsuleDatagram = cfg.MaxDatagramPayload
+	if cfg.IP != nil {
+		p.maxCapsuleDatagram = max(p.maxCapsuleDatagram, ipBufSize) // an IP packet, at most the device's MTU
+	}
+	p.maxCapsuleDatagram += 8 // the longest context ID varint
 	p.byProto = make(map[string]*protoCounts)
 	for proto := range p.kinds.All() {
 		p.byProto[proto] = &protoCounts{}
@@ -316,6 +337,7 @@ func (p *Proxy) Serve(ln *quic.Listener) error {
 	}
 	p.listeners[ln] = struct{}{}
 	p.mu.Unlock()
+	p.addListenAddr(ln.Addr())
 	defer func() {
 		p.mu.Lock()
 		delete(p.listeners, ln)

@@ -18,6 +18,8 @@ type proxyCounters struct {
 	tunnelFailDial      atomic.Uint64
 	tunnelIdleClosed    atomic.Uint64
 	capsuleDatagrams    atomic.Uint64 // DATAGRAM capsules received (per capsule)
+	capsuleMalformed    atomic.Uint64 // empty DATAGRAM capsules (no context ID), dropped before the copy
+	capsuleOversize     atomic.Uint64 // DATAGRAM capsules over the largest payload, dropped before the copy
 	capsuleErrors       atomic.Uint64 // malformed or oversize capsules
 	datagramErrors      atomic.Uint64 // unparsable quarter stream IDs (each closes a connection)
 	// The connections' reply senders (sender.go): batches popped,
@@ -225,9 +227,9 @@ func (p *Proxy) Stats() Stats {
 	st.ToTargetBytes = sum.toTargetBytes.Load()
 	st.ToClient = sum.toClient.Load()
 	st.ToClientBytes = sum.toClientBytes.Load()
-	st.DropMalformed = sum.dropMalformed.Load()
+	st.DropMalformed = sum.dropMalformed.Load() + c.capsuleMalformed.Load()
 	st.DropUnknownContext = sum.dropUnknownContext.Load()
-	st.DropOversize = sum.dropOversize.Load()
+	st.DropOversize = sum.dropOversize.Load() + c.capsuleOversize.Load()
 	st.DropAmplification = sum.dropAmplification.Load()
 	st.DropSendError = sum.dropSendError.Load()
 	st.DropReturnOversize = sum.dropReturnOversize.Load()
