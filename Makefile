@@ -68,7 +68,7 @@ norace:
 # stock proxy lose datagrams in quic-go's client queues (see
 # docs/benchmarks.md), so it would fail CI for reasons outside the code.
 burst:
-	$(GO) test -count=1 -run '^TestStockClientBurst$$' -v -timeout 5m ./bench/e2e/
+	$(GO) test -count=1 -run '^TestStockClientBurst$$' -v -timeout 5m ./bench/e2e/ -e2e.burst
 
 bench-smoke:
 	$(GO) test $(SMOKE) -timeout 10m $(PKGS)

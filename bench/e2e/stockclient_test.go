@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"maps"
 	"net"
@@ -51,11 +52,17 @@ const (
 // reference, logged and not asserted: where it loses too, the machine (a
 // loaded shared one, say) is the limit, not masqroute's batching.
 //
-// It is a timing test: skipped under the race detector (make norace runs
-// it).
+// It is a timing test that a loaded machine fails for both proxies, so it
+// runs only when asked for: `make burst` (-e2e.burst), never under the race
+// detector.
+var e2eBurst = flag.Bool("e2e.burst", false, "run TestStockClientBurst (make burst)")
+
 func TestStockClientBurst(t *testing.T) {
+	if !*e2eBurst {
+		t.Skip("timing test that a loaded machine fails for both proxies: make burst runs it (-e2e.burst)")
+	}
 	if raceEnabled {
-		t.Skip("timing test: run without -race (make norace)")
+		t.Skip("timing test: run without -race")
 	}
 	for _, impl := range []e2e.Impl{e2e.Masqroute, e2e.Baseline} {
 		t.Run(string(impl), func(t *testing.T) {

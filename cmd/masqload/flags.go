@@ -38,6 +38,7 @@ type config struct {
 	proxy     string
 	ca        string
 	insecure  bool
+	tokenFile string
 	template  string
 	target    string
 	transport string
@@ -62,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.proxy, "proxy", "", "the proxy's UDP `address` (host:port)")
 	fs.StringVar(&c.ca, "ca", "", "trust the PEM certificates in this `file` (e.g. masqroute -write-ca)")
 	fs.BoolVar(&c.insecure, "insecure", false, "do not verify the proxy's certificate")
+	fs.StringVar(&c.tokenFile, "token-file", "", "`file` holding the bearer token the proxy wants (masqroute token makes one)")
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.StringVar(&c.target, "target", "", "UDP echo target `address` (host:port) the tunnels reach")
 	fs.StringVar(&c.transport, "transport", "masque", "masque (CONNECT-UDP through -proxy) or rawquic (raw QUIC datagrams to a rawecho server at -proxy)")

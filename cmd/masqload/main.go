@@ -14,8 +14,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/masqroute/masqroute/bench/e2e"
@@ -92,7 +94,15 @@ func (c *config) drive(ctx context.Context, cfg loadgen.Config) (loadgen.Result,
 		cfg.Transport = &loadgen.RawQUIC{Addr: c.proxy, TLS: tlsConf, QUIC: e2e.QUICConfig()}
 		return loadgen.Run(ctx, cfg)
 	}
-	cfg.Transport = &loadgen.MASQUE{Proxy: c.proxy, TLS: tlsConf, QUIC: e2e.QUICConfig(), Template: c.template}
+	m := &loadgen.MASQUE{Proxy: c.proxy, TLS: tlsConf, QUIC: e2e.QUICConfig(), Template: c.template}
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return loadgen.Result{}, fmt.Errorf("-token-file: %w", err)
+		}
+		m.Header = http.Header{"Proxy-Authorization": {"Bearer " + strings.TrimSpace(string(b))}}
+	}
+	cfg.Transport = m
 	cfg.Target = c.target
 	if c.echo {
 		es, err := echo.Listen("127.0.0.1:0")

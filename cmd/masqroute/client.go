@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -25,6 +26,7 @@ type clientConfig struct {
 	proxy    string
 	ca       string
 	insecure bool
+	header   http.Header // Proxy-Authorization from -token-file
 	template string
 	target   string
 	count    int
@@ -52,6 +54,7 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.StringVar(&c.proxy, "proxy", "127.0.0.1:4433", "proxy `address` (host:port, UDP)")
 	fs.StringVar(&c.ca, "ca", "", "PEM `file` of the certificate(s) to trust for the proxy (default: the system's roots)")
 	fs.BoolVar(&c.insecure, "insecure", false, "do not verify the proxy's certificate (quick tries only)")
+	tokenFile := fs.String("token-file", "", "`file` holding the bearer token the proxy wants (masqroute token makes one)")
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.StringVar(&c.target, "target", "", "UDP echo target `host:port`, as the proxy reaches it (required)")
 	fs.IntVar(&c.count, "count", 5, "datagrams to send (0: until interrupted)")
@@ -80,6 +83,13 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	}
 	if bad != "" {
 		return nil, badUsage(fs.Name(), "%s", bad)
+	}
+	if *tokenFile != "" {
+		tok, err := readTokenFile(*tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		c.header = http.Header{"Proxy-Authorization": {"Bearer " + tok}}
 	}
 	return c, nil
 }
@@ -151,7 +161,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Template: cfg.template, Logger: log})
+	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Template: cfg.template, Header: cfg.header, Logger: log})
 	if err != nil {
 		return fmt.Errorf("connect to proxy: %w", err)
 	}

@@ -38,6 +38,9 @@ func runClientIP(ctx context.Context, cfg *clientConfig, tlsConf *tls.Config, st
 	if err != nil {
 		return err
 	}
+	for k, v := range cfg.header {
+		req.Header()[k] = v
+	}
 	conn, rsp, err := (&connectip.Transport{TLSClientConfig: tlsConf}).Dial(req)
 	if err != nil {
 		if rsp != nil {

@@ -29,16 +29,24 @@ type serveConfig struct {
 	maxTunnels        int
 	maxConns          int
 	initTimeout       time.Duration
+	headerTimeout     time.Duration
 	idleTimeout       time.Duration
 	resolveTimeout    time.Duration
 	maxDatagram       int
 	maxCapsule        int
+	maxAmp            int
+	ampAllowance      int
 	ringSize          int
 	pendingBuffer     int
 	holdMax           int
 	holdTimeout       time.Duration
 	workers           int
 	gc                gcConfig
+
+	// Authentication (auth.go).
+	authTokens           string
+	clientCA             string
+	allowUnauthenticated bool
 
 	allow, deny           string
 	allowPorts, denyPorts string
@@ -85,17 +93,25 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
 	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
 	fs.IntVar(&c.maxConns, "max-conns", 0, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.DurationVar(&c.headerTimeout, "header-timeout", proxy.DefaultHeaderTimeout, "bound on a new stream's request head, and on a request's wait for the client's SETTINGS")
 	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
 	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", proxy.DefaultResolveTimeout, "bound on one target name lookup")
 	fs.IntVar(&c.maxDatagram, "max-datagram", proxy.DefaultMaxDatagramPayload, "largest UDP payload carried either way, in `bytes`; larger ones are dropped and counted")
 	fs.IntVar(&c.maxCapsule, "max-capsule", proxy.DefaultMaxCapsule, "largest capsule value in `bytes`; a larger one resets its stream")
+	fs.IntVar(&c.maxAmp, "max-amplification", proxy.DefaultMaxAmplification, "per connection and second: wire bytes toward targets at most this many times the QUIC bytes\n"+
+		"the client sent (plus -amplification-allowance); the rest is dropped and counted (negative: no bound)")
+	fs.IntVar(&c.ampAllowance, "amplification-allowance", proxy.DefaultAmplificationAllowance, "wire `bytes` toward targets a connection may send per second besides")
 	fs.IntVar(&c.ringSize, "ring-size", engine.DefaultRingSize, "datagrams queued per tunnel toward its target (rounded up to a power of two); more are dropped and counted")
 	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
 	fs.IntVar(&c.holdMax, "hold", proxy.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", engine.DefaultHoldTimeout, "how long such a datagram waits for its request")
 	fs.IntVar(&c.workers, "workers", engine.DefaultWorkers(), "executor worker goroutines that run every tunnel's datagrams; one per GOMAXPROCS by default")
 	c.gc.flags(fs)
+	fs.StringVar(&c.authTokens, "auth-tokens", "", "bearer token `file`: one sha256:HEX hash a line (masqroute token makes them); tunnel requests\n"+
+		"without a listed token get 407. Read again on SIGHUP")
+	fs.StringVar(&c.clientCA, "client-ca", "", "PEM `file` of CAs client certificates must chain to (mTLS); a client without one fails the handshake")
+	fs.BoolVar(&c.allowUnauthenticated, "allow-unauthenticated", false, "serve a non-loopback -listen address without -auth-tokens or -client-ca (an open proxy)")
 	fs.StringVar(&c.allow, "allow", "", "comma-separated `CIDRs or addresses` tunnels may reach even if the built-in policy refuses them")
 	fs.StringVar(&c.deny, "deny", "", "comma-separated `CIDRs or addresses` tunnels may never reach")
 	fs.StringVar(&c.allowPorts, "allow-ports", "", "comma-separated target `ports or ranges` (53,443,1000-2000); empty: any")
@@ -154,6 +170,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		// Not a typo but a missing decision: one line, no usage hint.
 		return nil, errNoCert
 	}
+	if err := c.checkAuth(); err != nil {
+		return nil, err
+	}
 	if c.dev && c.cert == "" {
 		c.selfSigned = true
 	}
@@ -202,27 +221,32 @@ func (c *serveConfig) targetPolicy() (*policy.Policy, error) {
 }
 
 // proxyConfig is the engine configuration the flags describe.
-func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, log *slog.Logger) proxy.Config {
+func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth daemonAuth, log *slog.Logger) proxy.Config {
 	hold := engine.HoldOptions{Max: c.holdMax, Timeout: c.holdTimeout}
 	if hold.Max <= 0 {
 		hold.Max = -1 // -hold 0 means none; the engine reads a zero Max as its default
 	}
 	return proxy.Config{
-		IP:                 ip,
-		UDPTemplate:        c.template,
-		Policy:             pol,
-		ResolveTimeout:     c.resolveTimeout,
-		MaxTunnelsPerConn:  c.maxTunnelsPerConn,
-		MaxTunnels:         c.maxTunnels,
-		MaxConns:           c.maxConns,
-		InitTimeout:        c.initTimeout,
-		IdleTimeout:        c.idleTimeout,
-		MaxDatagramPayload: c.maxDatagram,
-		MaxCapsule:         c.maxCapsule,
-		RingSize:           c.ringSize,
-		PendingBuffer:      c.pendingBuffer,
-		Workers:            c.workers,
-		Hold:               hold,
-		Logger:             log,
+		IP:                     ip,
+		UDPTemplate:            c.template,
+		Policy:                 pol,
+		ResolveTimeout:         c.resolveTimeout,
+		MaxTunnelsPerConn:      c.maxTunnelsPerConn,
+		MaxTunnels:             c.maxTunnels,
+		MaxConns:               c.maxConns,
+		InitTimeout:            c.initTimeout,
+		HeaderTimeout:          c.headerTimeout,
+		IdleTimeout:            c.idleTimeout,
+		MaxDatagramPayload:     c.maxDatagram,
+		MaxCapsule:             c.maxCapsule,
+		MaxAmplification:       c.maxAmp,
+		AmplificationAllowance: c.ampAllowance,
+		RingSize:               c.ringSize,
+		PendingBuffer:          c.pendingBuffer,
+		Workers:                c.workers,
+		Hold:                   hold,
+		Logger:                 log,
+		Tokens:                 auth.tokens,
+		ClientCAs:              auth.clientCAs,
 	}
 }

@@ -40,7 +40,7 @@ func TestRuntimeFlags(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	c, err := parseServeFlags([]string{"-self-signed", "-workers", "3", "-gc-percent", "250", "-memory-limit", "512MiB"}, io.Discard)
 	require.NoError(t, err)
-	require.Equal(t, 3, c.proxyConfig(nil, nil, nil).Workers)
+	require.Equal(t, 3, c.proxyConfig(nil, nil, daemonAuth{}, nil).Workers)
 	require.Equal(t, gcConfig{percent: 250, memLimit: 512 << 20, setPercent: true, setLimit: true}, c.gc)
 
 	oldPercent, oldLimit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
@@ -54,7 +54,7 @@ func TestRuntimeFlags(t *testing.T) {
 
 	c, err = parseServeFlags([]string{"-self-signed"}, io.Discard)
 	require.NoError(t, err)
-	require.Equal(t, engine.DefaultWorkers(), c.proxyConfig(nil, nil, nil).Workers)
+	require.Equal(t, engine.DefaultWorkers(), c.proxyConfig(nil, nil, daemonAuth{}, nil).Workers)
 	require.Equal(t, gcConfig{percent: defaultGCPercent, memLimit: defaultMemoryLimit, setPercent: true, setLimit: true}, c.gc)
 
 	// GOGC and GOMEMLIMIT in the environment win over the defaults, not

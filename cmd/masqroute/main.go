@@ -8,6 +8,7 @@
 //	masqroute -self-signed [flags]           run it with a certificate it makes
 //	masqroute -dev [flags]                   run it for a first try on this machine
 //	masqroute client [flags]                 send datagrams to a UDP echo target through a proxy
+//	masqroute token -token-file FILE         make a bearer token; print its -auth-tokens line
 //	masqroute version                        print the version (also -version)
 //
 // The quickest start is `make run` (masqroute -dev -dev-dir .dev): it serves
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "client":
 			return runClient(ctx, args[1:], stdout, stderr)
+		case "token":
+			return runToken(args[1:], stdout, stderr)
 		case "version":
 			if len(args) > 1 {
 				return badUsage("masqroute", "version takes no arguments")
@@ -147,6 +150,8 @@ Usage:
                                            CONNECT-IP into a userspace network
   masqroute client [flags]                 send datagrams to a UDP echo target through
                                            a proxy (-ip: ping through a CONNECT-IP tunnel)
+  masqroute token -token-file FILE         make a bearer token for a client; prints the hash
+                                           line for the proxy's -auth-tokens file
   masqroute version                        print version, commit and Go version
 
 Run "masqroute -help" or "masqroute client -help" for the flags.

@@ -457,14 +457,14 @@ func TestShutdownCutsOpenTunnels(t *testing.T) {
 func TestQueueFlags(t *testing.T) {
 	c, err := parseServeFlags([]string{"-self-signed", "-ring-size", "512", "-pending-buffer", "7", "-hold", "0", "-hold-timeout", "250ms"}, io.Discard)
 	require.NoError(t, err)
-	pc := c.proxyConfig(nil, nil, nil)
+	pc := c.proxyConfig(nil, nil, daemonAuth{}, nil)
 	require.Equal(t, 512, pc.RingSize)
 	require.Equal(t, 7, pc.PendingBuffer)
 	require.Equal(t, engine.HoldOptions{Max: -1, Timeout: 250 * time.Millisecond}, pc.Hold)
 
 	c, err = parseServeFlags([]string{"-self-signed"}, io.Discard)
 	require.NoError(t, err)
-	pc = c.proxyConfig(nil, nil, nil)
+	pc = c.proxyConfig(nil, nil, daemonAuth{}, nil)
 	require.Equal(t, engine.HoldOptions{Max: proxy.DefaultHoldMax, Timeout: engine.DefaultHoldTimeout}, pc.Hold)
 	require.Equal(t, engine.DefaultRingSize, pc.RingSize)
 }

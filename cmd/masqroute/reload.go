@@ -5,8 +5,9 @@ import (
 	"fmt"
 )
 
-// A reloadStep is one thing SIGHUP reads again (today the -cert/-key pair;
-// whatever else learns to reload joins the list in daemon.start). A step
+// A reloadStep is one thing SIGHUP reads again: the -cert/-key pair, the
+// -auth-tokens file, the host's own addresses (refused as targets);
+// whatever else learns to reload joins the list in daemon.start. A step
 // that fails keeps what it had and says so; the steps after it still run.
 type reloadStep struct {
 	name   string       // what it reloads, for the log

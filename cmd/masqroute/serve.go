@@ -121,19 +121,36 @@ func (d *daemon) start() error {
 	if err != nil {
 		return err
 	}
-	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, d.base.With("component", "proxy")))
+	auth, err := d.loadAuth()
 	if err != nil {
 		if ipCfg != nil {
 			ipCfg.Device.Close()
 		}
 		return err
 	}
+	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, auth, d.base.With("component", "proxy")))
+	if err != nil {
+		if ipCfg != nil {
+			ipCfg.Device.Close()
+		}
+		return err
+	}
+	// Tunnels may not reach this host's own addresses (unless -allow names
+	// them); SIGHUP reads them again after an interface change.
+	d.reloadSteps = append(d.reloadSteps, reloadStep{name: "host addresses", reload: func() error {
+		if err := d.proxy.RefreshHostAddrs(); err != nil {
+			return err
+		}
+		d.log.Info("host addresses refused as targets", "addrs", d.proxy.HostAddrs())
+		return nil
+	}})
 	if ipCfg != nil {
 		if cfg.ip == "netstack" {
 			d.ipHosts = cfg.ipHosts
 		}
 		d.log.Info("CONNECT-IP on", "backend", cfg.ip, "pool4", cfg.ipPool4, "pool6", cfg.ipPool6, "templates", ipCfg.Templates)
 	}
+	tlsConf = d.proxy.TLSConfig(tlsConf) // -client-ca
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	d.ln, err = quic.ListenAddr(cfg.listen, tlsConf, d.proxy.QUICConfig(nil))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -35,6 +36,9 @@ type Config struct {
 	// Template is the proxy's CONNECT-UDP URI template. Default
 	// proxy.DefaultUDPTemplate, with {authority} the proxy's address.
 	Template string
+	// Header is added to every tunnel request, e.g. Proxy-Authorization
+	// with "Bearer TOKEN" for a proxy that wants a token.
+	Header http.Header
 	// RingSize is each tunnel's receive queue in datagrams. Default
 	// engine.DefaultRingSize.
 	RingSize int
@@ -50,6 +54,7 @@ type Conn struct {
 	router    *engine.Router
 	tmpl      *template.Template
 	authority string
+	header    http.Header
 	ringSize  int
 	log       *slog.Logger
 
@@ -116,6 +121,7 @@ func NewConn(qc *quic.Conn, authority string, cfg *Config) (*Conn, error) {
 		h3:            tr.NewRawClientConn(qc),
 		tmpl:          tmpl,
 		authority:     authority,
+		header:        cfg.Header.Clone(),
 		ringSize:      cfg.RingSize,
 		log:           log,
 		settingsReady: make(chan struct{}),

@@ -109,6 +109,9 @@ func (c *Conn) DialUDP(ctx context.Context, target string) (*UDPConn, error) {
 		URL:    u,
 		Header: http.Header{"Capsule-Protocol": {"?1"}},
 	}
+	for k, v := range c.header {
+		req.Header[k] = v
+	}
 	req = req.WithContext(ctx)
 	if err := str.SendRequestHeader(req); err != nil {
 		return fail(fmt.Errorf("masqroute client: send request: %w", err))

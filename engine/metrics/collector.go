@@ -171,6 +171,16 @@ func families() []family {
 			typ:  prometheus.CounterValue,
 			read: rejectedByStatus,
 		},
+		{
+			desc: newDesc("auth_refused_total",
+				"Authentication refusals, by reason: token_missing, token_malformed, token_invalid (407), cert_missing, cert_invalid (TLS handshake failed).", "reason"),
+			typ: prometheus.CounterValue,
+			read: func(s *st, emit emitFunc) {
+				for _, r := range sortedKeys(s.AuthRefused) {
+					emit(float64(s.AuthRefused[r]), r)
+				}
+			},
+		},
 		counter("tunnels_refused_by_policy_total",
 			"Requests refused with 403 because the target policy forbids the resolved target address.",
 			func(s *st) uint64 { return s.RefusedPolicy }),
@@ -215,7 +225,7 @@ func families() []family {
 			func(s *st) uint64 { return s.CapsuleDatagrams }),
 		vector(prometheus.CounterValue, "datagrams_dropped_total",
 			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed, held_refused), "+
-				"tunnel (malformed, unknown_context, oversize, send_error, return_oversize, return_send_error, "+
+				"tunnel (malformed, unknown_context, oversize, amplification, send_error, return_oversize, return_send_error, "+
 				"return_queue_full, return_closed, teardown), "+
 				"connection (capsule_error, datagram_error).", "reason",
 			labelled{"unknown_stream", func(s *st) uint64 { return s.Router.DroppedUnknown }},
@@ -226,6 +236,7 @@ func families() []family {
 			labelled{"malformed", func(s *st) uint64 { return s.DropMalformed }},
 			labelled{"unknown_context", func(s *st) uint64 { return s.DropUnknownContext }},
 			labelled{"oversize", func(s *st) uint64 { return s.DropOversize }},
+			labelled{"amplification", func(s *st) uint64 { return s.DropAmplification }},
 			labelled{"send_error", func(s *st) uint64 { return s.DropSendError }},
 			labelled{"return_oversize", func(s *st) uint64 { return s.DropReturnOversize }},
 			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},

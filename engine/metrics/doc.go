@@ -27,6 +27,8 @@
 //	masqroute_tunnels_active                    gauge    tunnels live now (being set up or open)
 //	masqroute_tunnels_opened_total              counter  tunnel requests answered 2xx
 //	masqroute_tunnels_rejected_total{status}    counter  requests refused, by HTTP status ("400" ... "503", "other")
+//	masqroute_auth_refused_total{reason}        counter  authentication refusals: "token_missing", "token_malformed",
+//	                                                     "token_invalid" (407), "cert_missing", "cert_invalid" (handshake failed)
 //	masqroute_tunnels_refused_by_policy_total   counter  of those: 403, target forbidden by the target policy
 //	masqroute_tunnels_dns_failures_total        counter  of those: 502, target name did not resolve in time
 //	masqroute_tunnels_dial_failures_total       counter  of those: 502, no UDP socket to the target
@@ -56,6 +58,7 @@
 //	malformed          client datagram without a parsable context ID
 //	unknown_context    client datagram with a context ID other than 0
 //	oversize           over the payload limit, or refused by the kernel as too large (both ways)
+//	amplification      over the connection's byte budget toward targets (3× what the client sent + 64 KiB a second)
 //	send_error         the target socket failed to send it
 //	return_oversize    reply too large for the client's QUIC datagrams
 //	return_send_error  the QUIC connection refused the reply

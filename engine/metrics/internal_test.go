@@ -78,6 +78,9 @@ func TestEveryStatIsExposed(t *testing.T) {
 	next++
 	st.OpenedByProtocol = map[string]uint64{"connect-ip": uint64(next)}
 	want[next] = "OpenedByProtocol[connect-ip]"
+	next++
+	st.AuthRefused = map[string]uint64{"token_invalid": uint64(next)}
+	want[next] = "AuthRefused[token_invalid]"
 
 	got := map[float64]bool{}
 	for _, f := range families() {
@@ -86,6 +89,6 @@ func TestEveryStatIsExposed(t *testing.T) {
 	for v, name := range want {
 		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
-	require.Equal(t, []string{"Rejected", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,
+	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,
 		"fields of a kind this test does not fill")
 }

@@ -39,6 +39,9 @@ var builtin6 = [...]builtinRule{
 	// RFC 4291 §2.5.5.1 deprecated these; nothing legitimate uses them, and
 	// a host with an automatic tunnel (sit) may deliver them to IPv4.
 	br("::/96", "IPv4-compatible (deprecated)"),
+	// RFC 2765's IPv4-translated addresses: a SIIT translator on the path
+	// delivers them to the IPv4 address they embed.
+	br("::ffff:0:0:0/96", "IPv4-translated"),
 	br("fe80::/10", "link-local"),
 	br("fec0::/10", "site-local (deprecated)"),
 	br("fc00::/7", "private"),

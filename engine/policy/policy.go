@@ -66,6 +66,22 @@ type Policy struct {
 	allowPorts, denyPorts []PortRange
 }
 
+// ExplicitlyAllowed reports whether an allow rule (-allow) names a: an
+// operator's word that overrides other refusals too, such as the proxy's
+// refusal of its own host's addresses.
+func (p *Policy) ExplicitlyAllowed(a netip.Addr) bool {
+	if p == nil {
+		return false
+	}
+	a = a.Unmap().WithZone("")
+	for _, pre := range p.allow {
+		if pre.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // builtinOnly is what a nil *Policy checks with.
 var builtinOnly Policy
 

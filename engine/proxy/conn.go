@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
 
@@ -20,14 +21,24 @@ import (
 // single consumer of the connection's QUIC datagrams), and the router's
 // control plane. ServeConn returns after all of them have ended.
 type proxyConn struct {
-	p      *Proxy
-	qc     *quic.Conn
-	h3     *h3.Conn
-	router *engine.Router
-	sender *sender // replies to the client (sender.go)
+	p  *Proxy
+	qc *quic.Conn
+	// h3 is written by ServeConn before Serve starts any handler, which
+	// is what orders it before their reads. Shutdown's goAway reads
+	// h3ready instead: ServeConn publishes it, then checks draining, and
+	// Shutdown sets draining, then loads it — one of the two sends the
+	// GOAWAY of a connection set up during the shutdown.
+	h3      *h3.Conn
+	h3ready atomic.Pointer[h3.Conn]
+	router  *engine.Router
+	sender  *sender    // replies to the client (sender.go)
+	amp     *ampBudget // bytes toward targets (amplification.go); nil: no bound
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
+	// tunnels counts the connection's tunnel requests from their
+	// admission (before any wait) to their end, for MaxTunnelsPerConn.
+	tunnels atomic.Int64
 }
 
 type connKey struct{}
@@ -66,6 +77,10 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		Logger:        p.log,
 	})
 	c.sender = newSender(qc, &p.counters)
+	if p.cfg.MaxAmplification > 0 {
+		c.amp = newAmpBudget(int64(p.cfg.MaxAmplification), int64(p.cfg.AmplificationAllowance),
+			func() uint64 { return qc.ConnectionStats().BytesReceived })
+	}
 	p.conns[c] = struct{}{}
 	p.connsWG.Add(1)
 	p.mu.Unlock()
@@ -73,13 +88,18 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 	defer p.connsWG.Done()
 
 	hc, err := h3.NewConn(qc, &h3.Config{
-		Handler:     p.topHandler(),
-		Datagrams:   true,
-		ConnContext: func(ctx context.Context) context.Context { return context.WithValue(ctx, connKey{}, c) },
-		Logger:      p.log,
+		Handler:       p.topHandler(),
+		Datagrams:     true,
+		HeaderTimeout: p.cfg.HeaderTimeout,
+		ConnContext:   func(ctx context.Context) context.Context { return context.WithValue(ctx, connKey{}, c) },
+		Logger:        p.log,
 	})
 	if err == nil {
 		c.h3 = hc
+		c.h3ready.Store(hc) // then load draining: see goAway
+		if p.draining.Load() {
+			hc.GoAway()
+		}
 		rx := make(chan struct{})
 		go func() {
 			defer close(rx)
@@ -106,10 +126,22 @@ func (p *Proxy) topHandler() http.Handler {
 	return p.MASQUEHandler()
 }
 
+// admitTunnel reserves a place under MaxTunnelsPerConn, before the request
+// waits for anything.
+func (c *proxyConn) admitTunnel() bool {
+	limit := int64(c.p.cfg.MaxTunnelsPerConn)
+	if n := c.tunnels.Add(1); limit > 0 && n > limit {
+		c.tunnels.Add(-1)
+		return false
+	}
+	return true
+}
+
 // goAway starts the connection's graceful shutdown.
+// Shutdown calls it after setting draining (see h3ready).
 func (c *proxyConn) goAway() {
-	if c.h3 != nil {
-		c.h3.GoAway()
+	if hc := c.h3ready.Load(); hc != nil {
+		hc.GoAway()
 	}
 }
 

@@ -89,8 +89,12 @@ func newUDPTunnel(p *Proxy, s *engine.Session, req *Request, conn *udpio.Conn, s
 		maxSize: p.cfg.MaxDatagramPayload,
 		snd:     snd,
 		poller:  poller,
+		ovh:     udpOverhead(conn.RemoteAddr().Addr().Unmap().Is4()),
 		readK:   1,
 		done:    make(chan struct{}),
+	}
+	if req.conn != nil {
+		t.amp = req.conn.amp
 	}
 	t.touch()
 	p.trackTunnel(&t.c, true)
@@ -113,6 +117,9 @@ func (p *Proxy) resolveAllowed(ctx context.Context, t template.Target) (netip.Ad
 	var refusal error
 	addr, err := template.Resolve(ctx, p.cfg.Resolver, t, p.cfg.ResolveTimeout, func(a netip.Addr) bool {
 		err := p.cfg.Policy.Check(netip.AddrPortFrom(a, t.Port))
+		if err == nil {
+			err = p.checkHost(netip.AddrPortFrom(a, t.Port))
+		}
 		if err != nil && refusal == nil {
 			refusal = err
 		}
@@ -124,7 +131,9 @@ func (p *Proxy) resolveAllowed(ctx context.Context, t template.Target) (netip.Ad
 	case errors.Is(err, template.ErrNoAllowedAddress):
 		p.counters.tunnelRefusedPolicy.Add(1)
 		details := "target refused by policy"
-		if refusal != nil {
+		if se, ok := errors.AsType[*StatusError](refusal); ok {
+			details = se.Details
+		} else if refusal != nil {
 			details = refusal.Error()
 		}
 		return addr, &StatusError{Status: http.StatusForbidden, ProxyError: proxyErrDestIPProhibited,
@@ -150,6 +159,8 @@ type udpTunnel struct {
 
 	// writes is the scratch batch of HandleDatagrams.
 	writes [][]byte
+	amp    *ampBudget // the connection's bytes toward targets; nil: no bound
+	ovh    int64      // IP + UDP header bytes of one datagram to target
 
 	// The read side (readReplies), owned by the socket's reader.
 	snd       *sender             // the connection's reply sender
@@ -183,6 +194,7 @@ func (t *udpTunnel) checkIdle() {
 // a datagram the kernel cannot take is dropped and counted.
 func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 	w := t.writes[:0]
+	var cost int64
 	for _, d := range batch {
 		payload, ok := t.c.contextZero(d) // RFC 9298 §4: other context IDs are unregistered extensions
 		switch {
@@ -191,7 +203,11 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 			t.c.dropOversize.Add(1)
 		default:
 			w = append(w, payload)
+			cost += int64(len(payload)) + t.ovh
 		}
+	}
+	if len(w) > 0 && !t.amp.take(cost) {
+		w = t.trimToBudget(w)
 	}
 	t.writes = w
 	if len(w) == 0 {
@@ -222,6 +238,20 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 		break
 	}
 	clear(t.writes)
+}
+
+// trimToBudget keeps the datagrams of w the connection's amplification
+// budget still covers, in order, and drops and counts the rest. It runs
+// only when the whole batch did not fit.
+func (t *udpTunnel) trimToBudget(w [][]byte) [][]byte {
+	for i, d := range w {
+		if !t.amp.take(int64(len(d)) + t.ovh) {
+			t.c.dropAmplification.Add(uint64(len(w) - i))
+			clear(w[i:])
+			return w[:i]
+		}
+	}
+	return w
 }
 
 // onReadable is the tunnel's Poller handler: the target socket became

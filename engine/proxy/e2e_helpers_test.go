@@ -74,7 +74,7 @@ func startProxyQUIC(t testing.TB, cfg proxy.Config, qconf *quic.Config) *proxyEn
 	}
 	p, err := proxy.New(cfg)
 	require.NoError(t, err)
-	tlsConf := loopbackCert(t).ServerTLS()
+	tlsConf := p.TLSConfig(loopbackCert(t).ServerTLS())
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, p.QUICConfig(qconf))
 	require.NoError(t, err)

@@ -84,7 +84,7 @@ func (p *Proxy) serveStockUDP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
 		return
 	}
-	defer p.releaseTunnel()
+	defer p.releaseTunnel(nil)
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.InitTimeout)
 	addr, err := p.resolveAllowed(ctx, *req.udpTarget)
 	var conn *net.UDPConn

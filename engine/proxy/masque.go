@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
@@ -257,7 +258,7 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer p.releaseTunnel()
+	defer p.releaseTunnel(c)
 	defer pc.live.Add(-1)
 	ch, _ := req.handler.(capsuleHandler)
 	p.readCapsules(c, s, req, ch)
@@ -273,6 +274,14 @@ func (p *Proxy) acceptMASQUE(w http.ResponseWriter, r *http.Request) (c *proxyCo
 		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
 			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
 		return nil, nil, "", false
+	}
+	// Authentication first: a client without credentials learns nothing
+	// of the templates or the policy.
+	if p.cfg.Tokens != nil {
+		if se := p.checkToken(r); se != nil {
+			p.refuse(w, se, &p.counters.rejected)
+			return nil, nil, "", false
+		}
 	}
 	if r.Method != http.MethodConnect {
 		w.Header().Set("Allow", http.MethodConnect)
@@ -296,8 +305,8 @@ func (p *Proxy) acceptMASQUE(w http.ResponseWriter, r *http.Request) (c *proxyCo
 }
 
 // openTunnel authorizes, starts the session and answers 200. On success the
-// tunnel holds its place under MaxTunnels and counts as live for its
-// protocol; the caller releases both when the tunnel ends.
+// tunnel holds its places under MaxTunnelsPerConn and MaxTunnels and counts
+// as live for its protocol; the caller releases them when the tunnel ends.
 //
 //go:noinline
 func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) (s *engine.Session, pc *protoCounts, ok bool) {
@@ -319,22 +328,33 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 		return nil, nil, false
 	}
 	req.stream = str
-	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
-	// §2.1.1); clients send them first thing, so this rarely waits.
-	select {
-	case <-c.h3.PeerSettings():
-	case <-r.Context().Done():
-		return nil, nil, false
-	}
-	req.datagrams = c.datagrams && c.h3.Settings().Datagram
-	if !p.admitTunnel() {
+	// The limits first: nothing below waits before they are applied.
+	if !c.admitTunnel() {
 		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
 		return nil, nil, false
 	}
+	if !p.admitTunnel() {
+		c.tunnels.Add(-1)
+		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
+		return nil, nil, false
+	}
+	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
+	// §2.1.1); clients send them first thing, so this rarely waits, and
+	// never longer than HeaderTimeout.
+	if !c.waitSettings(r.Context()) {
+		p.releaseTunnel(c)
+		if r.Context().Err() == nil {
+			p.refuse(w, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
+				Details: "no SETTINGS from the client in time"}, &p.counters.rejected)
+		}
+		return nil, nil, false
+	}
+	req.datagrams = c.datagrams && c.h3.Settings().Datagram
+
 	id := uint64(str.StreamID())
 	s, err := c.router.StartSession(r.Context(), id, engine.Args{Protocol: proto, Value: req})
 	if err != nil {
-		p.releaseTunnel()
+		p.releaseTunnel(c)
 		se := asStatusError(err)
 		p.log.Debug("masqroute: tunnel refused", "stream", id, "status", se.Status, "error", err)
 		p.refuse(w, se, &p.counters.rejected)
@@ -353,13 +373,31 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 		c.router.Unregister(id)
 		<-req.ended
 		pc.live.Add(-1)
-		p.releaseTunnel()
+		p.releaseTunnel(c)
 		return nil, nil, false
 	}
 	if e, ok := req.handler.(establisher); ok {
 		e.Established()
 	}
 	return s, pc, true
+}
+
+// waitSettings waits, at most HeaderTimeout, for the client's SETTINGS.
+func (c *proxyConn) waitSettings(ctx context.Context) bool {
+	select {
+	case <-c.h3.PeerSettings():
+		return true
+	default:
+	}
+	t := time.NewTimer(c.p.cfg.HeaderTimeout)
+	defer t.Stop()
+	select {
+	case <-c.h3.PeerSettings():
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
 }
 
 // establisher is a Handler that wants to know when its 2xx has been sent:
@@ -390,7 +428,16 @@ func (p *Proxy) readCapsules(c *proxyConn, s *engine.Session, req *Request, ch c
 		typ, value, err := cr.Next()
 		if err == nil && typ == wire.CapsuleDatagram {
 			p.counters.capsuleDatagrams.Add(1)
-			c.router.Dispatch(id, append([]byte(nil), value...))
+			// Sizes are checked before the copy: an empty or oversize
+			// capsule never takes a buffer or a place in the ring.
+			switch {
+			case len(value) == 0:
+				p.counters.capsuleMalformed.Add(1) // not even a context ID
+			case len(value) > p.maxCapsuleDatagram:
+				p.counters.capsuleOversize.Add(1)
+			default:
+				c.router.Dispatch(id, append([]byte(nil), value...))
+			}
 			continue
 		}
 		if err == nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/masqroute/masqroute/engine"
+	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/udpio"
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -34,6 +36,10 @@ const (
 	DefaultMaxDatagramPayload = 1500
 	DefaultMaxCapsule         = wire.DefaultMaxCapsuleValue // 64 KiB
 	DefaultHoldMax            = 64
+	DefaultHeaderTimeout      = h3.DefaultHeaderTimeout
+	// maxIncomingUniStreams: a client needs three (control, QPACK
+	// encoder and decoder); a few more for extensions.
+	maxIncomingUniStreams = 8
 )
 
 // A TargetPolicy decides which targets a tunnel may reach. Check gets the
@@ -61,12 +67,22 @@ type Config struct {
 	// Policy decides which targets tunnels may reach. Default
 	// policy.Default().
 	Policy TargetPolicy
+	// HostAddrs lists the host's own addresses, which tunnels may not
+	// reach unless Policy names them explicitly (hostaddrs.go). Default
+	// InterfaceAddrs; read by New and by RefreshHostAddrs.
+	HostAddrs func() ([]netip.Addr, error)
 	// Resolver resolves target host names. Default net.DefaultResolver.
 	Resolver Resolver
 	// ResolveTimeout bounds one target lookup. Default
 	// DefaultResolveTimeout.
 	ResolveTimeout time.Duration
-	// Authorize, if set, runs before a tunnel is set up. A non-nil error
+	// Tokens, if set, are the bearer tokens a tunnel request must carry
+	// (auth.go): a request without one of them is answered 407.
+	Tokens *TokenSet
+	// ClientCAs, if set, are the CAs a client certificate must chain to;
+	// TLSConfig applies them to the listener's tls.Config.
+	ClientCAs *x509.CertPool
+	// Authorize, if set, runs before a tunnel is set up, after Tokens. A non-nil error
 	// refuses the request: a *StatusError chooses its status (401, 403,
 	// 407) and headers; any other error answers 403.
 	Authorize func(*http.Request) error
@@ -78,6 +94,11 @@ type Config struct {
 	// MaxConns bounds concurrent connections; more are closed at once
 	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
 	MaxConns int
+	// HeaderTimeout bounds what a client can hold without a request: the
+	// time from a stream's arrival to its complete request head (or a
+	// unidirectional stream's type), and a tunnel request's wait for the
+	// client's SETTINGS. Default DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
 	// InitTimeout bounds a tunnel's setup (resolution, policy, socket).
 	// Default [engine.DefaultInitTimeout].
 	InitTimeout time.Duration
@@ -88,6 +109,15 @@ type Config struct {
 	// ways; larger ones are dropped and counted. Default
 	// DefaultMaxDatagramPayload.
 	MaxDatagramPayload int
+	// MaxAmplification bounds, per connection and one-second window, the
+	// wire bytes sent toward targets as a multiple of the QUIC bytes
+	// received from the client (amplification.go). Default
+	// DefaultMaxAmplification; negative = no bound.
+	MaxAmplification int
+	// AmplificationAllowance is the wire bytes a connection may send
+	// toward targets per window besides. Default
+	// DefaultAmplificationAllowance.
+	AmplificationAllowance int
 	// MaxCapsule bounds a capsule's value; a larger one resets the stream
 	// with H3_MESSAGE_ERROR. Default DefaultMaxCapsule.
 	MaxCapsule int
@@ -121,18 +151,24 @@ type Config struct {
 // A Proxy serves MASQUE tunnels over HTTP/3. Every datagram of every
 // connection goes through the connection's [engine.Router].
 type Proxy struct {
-	cfg      Config
-	udpTmpl  *template.Template
-	kinds    *engine.Registry
-	handler  http.Handler
-	log      *slog.Logger
-	counters proxyCounters
+	cfg         Config
+	udpTmpl     *template.Template
+	kinds       *engine.Registry
+	handler     http.Handler
+	log         *slog.Logger
+	counters    proxyCounters
+	host        atomic.Pointer[hostAddrs] // the host's addresses (hostaddrs.go)
+	listenAddrs listenSet                 // every listener's address, for checkHost
+	auth        authCounters
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
 	byProto  map[string]*protoCounts // fixed by New
-	udpBase  udpio.Counters          // the socket layer's counters when New ran; Stats reports growth since
+	// maxCapsuleDatagram is the largest DATAGRAM capsule value a tunnel
+	// can use: the largest payload (UDP or IP) and a context ID.
+	maxCapsuleDatagram int
+	udpBase            udpio.Counters // the socket layer's counters when New ran; Stats reports growth since
 
 	mu        sync.Mutex // guards the fields below
 	conns     map[*proxyConn]struct{}
@@ -163,6 +199,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Policy == nil {
 		cfg.Policy = policy.Default()
 	}
+	if cfg.HostAddrs == nil {
+		cfg.HostAddrs = InterfaceAddrs
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
@@ -174,6 +213,9 @@ func New(cfg Config) (*Proxy, error) {
 	} else if cfg.MaxTunnelsPerConn < 0 {
 		cfg.MaxTunnelsPerConn = 0
 	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = engine.DefaultInitTimeout
 	}
@@ -182,6 +224,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.MaxDatagramPayload <= 0 {
 		cfg.MaxDatagramPayload = DefaultMaxDatagramPayload
+	}
+	if cfg.MaxAmplification == 0 {
+		cfg.MaxAmplification = DefaultMaxAmplification
+	}
+	if cfg.AmplificationAllowance <= 0 {
+		cfg.AmplificationAllowance = DefaultAmplificationAllowance
 	}
 	if cfg.MaxCapsule <= 0 {
 		cfg.MaxCapsule = DefaultMaxCapsule
@@ -207,6 +255,10 @@ func New(cfg Config) (*Proxy, error) {
 		live:      make(map[*tunnelCounters]struct{}),
 		udpBase:   udpio.Stats(),
 	}
+	p.listenAddrs.Store(new([]netip.AddrPort))
+	if err := p.RefreshHostAddrs(); err != nil {
+		return nil, fmt.Errorf("masqroute: the host's addresses: %w", err)
+	}
 	p.kinds = engine.NewRegistry()
 	p.kinds.Register(engine.ProtocolConnectUDP, wrapKind(&udpKind{p: p}, p.matchUDP))
 	if cfg.Kinds != nil {
@@ -225,6 +277,11 @@ func New(cfg Config) (*Proxy, error) {
 		p.ip = n
 		p.kinds.Register(engine.ProtocolConnectIP, wrapKind(&ipKind{n}, n.matchRequest))
 	}
+	p.maxCapsuleDatagram = cfg.MaxDatagramPayload
+	if cfg.IP != nil {
+		p.maxCapsuleDatagram = max(p.maxCapsuleDatagram, ipBufSize) // an IP packet, at most the device's MTU
+	}
+	p.maxCapsuleDatagram += 8 // the longest context ID varint
 	p.byProto = make(map[string]*protoCounts)
 	for proto := range p.kinds.All() {
 		p.byProto[proto] = &protoCounts{}
@@ -257,6 +314,17 @@ func (p *Proxy) QUICConfig(base *quic.Config) *quic.Config {
 	if c.MaxIncomingStreams < want {
 		c.MaxIncomingStreams = want
 	}
+	if c.MaxIncomingUniStreams == 0 {
+		c.MaxIncomingUniStreams = maxIncomingUniStreams
+	}
+	// A stream keeps its credit until its goroutine has ended, so
+	// MaxIncomingStreams bounds the goroutines a client can hold, not
+	// only its open streams.
+	c.RequireStreamCreditRelease = true
+	// The handshake, too, has a deadline (quic-go's default is 5 s).
+	if c.HandshakeIdleTimeout == 0 {
+		c.HandshakeIdleTimeout = p.cfg.HeaderTimeout
+	}
 	return &c
 }
 
@@ -272,6 +340,7 @@ func (p *Proxy) Serve(ln *quic.Listener) error {
 	}
 	p.listeners[ln] = struct{}{}
 	p.mu.Unlock()
+	p.addListenAddr(ln.Addr())
 	defer func() {
 		p.mu.Lock()
 		delete(p.listeners, ln)
@@ -374,7 +443,15 @@ func (p *Proxy) admitTunnel() bool {
 	return true
 }
 
-func (p *Proxy) releaseTunnel() { p.tunnels.Add(-1) }
+// releaseTunnel gives back a tunnel's place under MaxTunnels and, for a
+// tunnel of one of the proxy's own connections (c non-nil), under
+// MaxTunnelsPerConn.
+func (p *Proxy) releaseTunnel(c *proxyConn) {
+	if c != nil {
+		c.tunnels.Add(-1)
+	}
+	p.tunnels.Add(-1)
+}
 
 // startDataPathLocked starts the executor and the pollers the first time a
 // connection needs them. The caller holds p.mu.

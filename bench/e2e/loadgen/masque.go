@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -38,6 +39,8 @@ type MASQUE struct {
 	// DialParallel bounds concurrent tunnel setups. Default
 	// DefaultDialParallel.
 	DialParallel int
+	// Header is added to every tunnel request (Proxy-Authorization).
+	Header http.Header
 	// Logger receives the client's logs. Default: discarded.
 	Logger *slog.Logger
 }
@@ -52,7 +55,7 @@ func (m *MASQUE) Open(ctx context.Context, target string, tunnels, conns int) (F
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg := &client.Config{TLSConfig: m.TLS, QUICConfig: m.QUIC, Template: m.Template, RingSize: m.RingSize, Logger: log}
+	cfg := &client.Config{TLSConfig: m.TLS, QUICConfig: m.QUIC, Template: m.Template, RingSize: m.RingSize, Header: m.Header, Logger: log}
 	f := &masqueFlows{conns: make([]*client.Conn, conns), tunnels: make([]*client.UDPConn, tunnels)}
 	err := parallel(ctx, conns, conns, func(ctx context.Context, i int) error {
 		c, err := client.Dial(ctx, m.Proxy, cfg)

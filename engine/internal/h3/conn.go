@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
@@ -21,8 +22,18 @@ import (
 // enough that a peer cannot make a connection buffer much.
 const DefaultMaxHeaderBytes = 16 << 10
 
+// DefaultHeaderTimeout bounds, when Config.HeaderTimeout is 0, how long a
+// peer's new stream may take to deliver its request head or stream type.
+const DefaultHeaderTimeout = 5 * time.Second
+
 // Config configures a Conn.
 type Config struct {
+	// HeaderTimeout bounds the time from a request stream's arrival to
+	// its complete HEADERS frame, and from a unidirectional stream's
+	// arrival to its stream type: a stream that takes longer is reset
+	// (H3_REQUEST_INCOMPLETE) and its goroutine ends. 0 means
+	// DefaultHeaderTimeout; negative, none.
+	HeaderTimeout time.Duration
 	// Handler serves every request. Required.
 	Handler http.Handler
 	// MaxHeaderBytes bounds a request's HEADERS frame and its decoded field
@@ -63,8 +74,9 @@ type Conn struct {
 	qc             *quic.Conn
 	handler        http.Handler
 	maxHeaderBytes int
-	logger         *slog.Logger // never nil
-	panicLogger    *slog.Logger // never nil
+	headerTimeout  time.Duration // <= 0: none
+	logger         *slog.Logger  // never nil
+	panicLogger    *slog.Logger  // never nil
 	connCtx        context.Context
 	remoteAddr     string
 	tls            *tls.ConnectionState
@@ -128,6 +140,7 @@ func NewConn(qc *quic.Conn, cfg *Config) (*Conn, error) {
 		qc:               qc,
 		handler:          cfg.Handler,
 		maxHeaderBytes:   maxHeader,
+		headerTimeout:    cfg.HeaderTimeout,
 		logger:           cfg.Logger,
 		panicLogger:      cfg.Logger,
 		connCtx:          qc.Context(),
@@ -135,6 +148,9 @@ func NewConn(qc *quic.Conn, cfg *Config) (*Conn, error) {
 		tls:              &cs.TLS,
 		peerSettingsDone: make(chan struct{}),
 		drained:          make(chan struct{}),
+	}
+	if c.headerTimeout == 0 {
+		c.headerTimeout = DefaultHeaderTimeout
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -288,6 +304,15 @@ func (c *Conn) GoAway() error {
 		return fmt.Errorf("h3: sending GOAWAY: %w", err)
 	}
 	return nil
+}
+
+// headerDeadline is the read deadline for a new stream's head: now plus
+// the header timeout, or none.
+func (c *Conn) headerDeadline() time.Time {
+	if c.headerTimeout <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(c.headerTimeout)
 }
 
 // Drained is closed once GoAway was called and every request accepted

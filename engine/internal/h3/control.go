@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -43,7 +44,9 @@ func (c *Conn) routineAcceptUniStreams() {
 
 func (c *Conn) routineUniStream(str *quic.ReceiveStream) {
 	defer str.ReleaseStreamCredit()
+	str.SetReadDeadline(c.headerDeadline())
 	typ, err := wire.ReadStreamType(str)
+	str.SetReadDeadline(time.Time{})
 	if err != nil {
 		// Ended or reset before its type: nothing to act on (§6.2).
 		return

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -133,11 +134,15 @@ func (s *reqStream) routineProbeReset() {
 func (c *Conn) serveRequest(str *quic.Stream) {
 	s := &reqStream{conn: c, str: str}
 	m := newMessageReader(str, c.maxHeaderBytes)
+	// A stream that stalls before its head is complete is reset when the
+	// deadline passes: it holds this goroutine until then.
+	str.SetReadDeadline(c.headerDeadline())
 	req, err := c.readRequest(&m)
 	if err != nil {
 		c.rejectRequest(s, err)
 		return
 	}
+	str.SetReadDeadline(time.Time{}) // the body has no deadline: the handler owns it
 	req.RemoteAddr = c.remoteAddr
 	req.TLS = c.tls
 	m.contentLength = req.ContentLength
