@@ -249,7 +249,6 @@ func families() []family {
 			labelled{"ip_scope", func(s *st) uint64 { return s.DropScope }},
 			labelled{"ip_hop_limit", func(s *st) uint64 { return s.DropHopLimit }},
 			labelled{"ip_no_tunnel", func(s *st) uint64 { return s.IPNoTunnel }},
-			labelled{"ip_return_full", func(s *st) uint64 { return s.IPReturnFull }},
 			labelled{"ip_return_closed", func(s *st) uint64 { return s.IPReturnClosed }},
 			labelled{"ip_network_malformed", func(s *st) uint64 { return s.IPNetworkMalformed }}),
 		counter("target_unreachable_total",

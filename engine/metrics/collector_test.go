@@ -198,7 +198,7 @@ func TestCollectorIdleProxy(t *testing.T) {
 		"malformed", "unknown_context", "oversize", "amplification", "send_error", "return_oversize", "return_send_error", "teardown",
 		"return_queue_full", "return_closed",
 		"capsule_error", "datagram_error",
-		"ip_source", "ip_scope", "ip_hop_limit", "ip_no_tunnel", "ip_return_full", "ip_return_closed", "ip_network_malformed",
+		"ip_source", "ip_scope", "ip_hop_limit", "ip_no_tunnel", "ip_return_closed", "ip_network_malformed",
 	}, reasons)
 	require.Equal(t, 11, testutil.CollectAndCount(c, "masqroute_tunnels_rejected_total"))
 	for name, mf := range fams {

@@ -62,6 +62,8 @@
 //	send_error         the target socket failed to send it
 //	return_oversize    reply too large for the client's QUIC datagrams
 //	return_send_error  the QUIC connection refused the reply
+//	return_queue_full  the connection's reply ring was full (a slow client; CONNECT-IP packets too)
+//	return_closed      the connection ended with the reply still queued
 //	teardown           discarded because its tunnel, or the proxy, was ending
 //
 // Connections:
@@ -75,8 +77,7 @@
 //	ip_scope              packet outside the tunnel's scope, or link-local (answered with ICMP)
 //	ip_hop_limit          TTL / Hop Limit ran out at the proxy (answered with Time Exceeded)
 //	ip_no_tunnel          packet from the network for an address no tunnel has (answered with ICMP)
-//	ip_return_full        the tunnel's return ring was full
-//	ip_return_closed      the tunnel was closing (its return ring closed)
+//	ip_return_closed      packet from the network for a tunnel that was closing
 //	ip_network_malformed  packet from the network that did not parse
 //
 // CONNECT-IP:

@@ -14,7 +14,6 @@ import (
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/packetio"
 	"github.com/masqroute/masqroute/engine/policy"
-	"github.com/masqroute/masqroute/ringbuf"
 	"github.com/masqroute/masqroute/shardmap"
 )
 
@@ -22,13 +21,14 @@ import (
 //
 //	client → network (sequential per tunnel, the session goroutine):
 //	    ring batch → ipTunnel.HandleDatagrams → source/scope/hop-limit checks → Device.WritePackets
-//	network → client (one reader per proxy, then one goroutine per tunnel):
+//	network → client (one reader per proxy, then the connection's sender):
 //	    Device.ReadPackets → routineDeviceReceive: destination → tunnel (shardmap, wait-free)
-//	    → the tunnel's return ring (wait-free push) → routineIPReturn → checks → SendDatagram
+//	    → returnPacket: scope and hop-limit checks, header written into the headroom
+//	    → the connection's reply ring (wait-free push) → its sender: SendDatagram
 //
-// The return path has a ring and a goroutine per tunnel so that one
-// client's full QUIC send queue stalls only that client, never the reader
-// every tunnel shares.
+// No goroutine belongs to a tunnel. The device reader every tunnel shares
+// never waits: a client whose QUIC send queue is full stalls only its own
+// connection's sender, whose ring then fills and drops (sender.go).
 
 // DefaultIPTemplate is RFC 9484's default template, with the proxy's own
 // authority. Both variables are optional.
@@ -49,7 +49,10 @@ var (
 // request that finds a pool exhausted is answered 503.
 var ErrPoolExhausted = ipaddr.ErrPoolExhausted
 
-// DefaultIPReturnQueue is each CONNECT-IP tunnel's return ring, in packets.
+// DefaultIPReturnQueue was each CONNECT-IP tunnel's return ring, in packets.
+//
+// Deprecated: tunnels have no return ring any more; packets from the
+// network queue on their connection's reply ring, shared with CONNECT-UDP.
 const DefaultIPReturnQueue = 256
 
 // IPConfig enables CONNECT-IP on a Proxy.
@@ -73,8 +76,11 @@ type IPConfig struct {
 	// advertises and enforces. Default: every address outside
 	// policy.InternalPrefixes (no loopback, private, link-local, ...).
 	Reachable []netip.Prefix
-	// ReturnQueue is each tunnel's return ring in packets. Default
-	// DefaultIPReturnQueue.
+	// ReturnQueue is ignored.
+	//
+	// Deprecated: tunnels have no return ring any more; packets from the
+	// network queue on their connection's reply ring (512 replies, shared
+	// with the connection's other tunnels).
 	ReturnQueue int
 }
 
@@ -85,7 +91,6 @@ type ipNet struct {
 	tmpls        []*template.Template
 	pool4, pool6 *ipaddr.Pool
 	reach        []netip.Prefix
-	retQueue     int
 
 	// by4 and by6 find the tunnel of an assigned address by its offset in
 	// its pool. Written when tunnels start and end, read by
@@ -114,10 +119,7 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 	if !cfg.Pool6.IsValid() {
 		cfg.Pool6 = DefaultIPPool6
 	}
-	if cfg.ReturnQueue <= 0 {
-		cfg.ReturnQueue = DefaultIPReturnQueue
-	}
-	n := &ipNet{p: p, dev: cfg.Device, retQueue: cfg.ReturnQueue, done: make(chan struct{}),
+	n := &ipNet{p: p, dev: cfg.Device, done: make(chan struct{}),
 		by4: shardmap.New[ipTunnel](), by6: shardmap.New[ipTunnel]()}
 	for _, raw := range cfg.Templates {
 		t, err := template.Parse(raw)
@@ -209,8 +211,19 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 		}
 		return nil, err
 	}
-	t := &ipTunnel{n: n, s: s, req: req, scope: scope, done: make(chan struct{}),
-		ret: ringbuf.New[*ipBuf](n.retQueue)}
+	t, err := n.newTunnel(s, req, req.conn.sender, scope)
+	if err != nil {
+		return nil, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
+			Details: "address pool exhausted", Err: err}
+	}
+	return t, nil
+}
+
+// newTunnel makes the tunnel of session s, whose replies go through snd:
+// it assigns an address of each pool and publishes the tunnel under them.
+func (n *ipNet) newTunnel(s *engine.Session, req *Request, snd *sender, scope *ipaddr.Scope) (*ipTunnel, error) {
+	t := &ipTunnel{n: n, s: s, req: req, snd: snd, scope: scope}
+	var err error
 	if t.addr4, t.off4, err = n.pool4.Allocate(); err == nil {
 		t.addr6, t.off6, err = n.pool6.Allocate()
 		if err != nil {
@@ -218,13 +231,11 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 		}
 	}
 	if err != nil {
-		return nil, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
-			Details: "address pool exhausted", Err: err}
+		return nil, err
 	}
+	t.openBook(n.p)
 	n.by4.Store(t.off4, t) // publish: return traffic for the address reaches t from now on
 	n.by6.Store(t.off6, t)
-	n.p.trackTunnel(&t.c, true)
-	go t.routineIPReturn()
 	return t, nil
 }
 

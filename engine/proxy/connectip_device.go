@@ -13,8 +13,7 @@ import (
 type ipCounters struct {
 	fromNetwork     atomic.Uint64 // packets read from the device
 	noTunnel        atomic.Uint64 // ... for an address no tunnel has
-	returnFull      atomic.Uint64 // ... whose tunnel's return ring was full
-	returnClosed    atomic.Uint64 // ... whose tunnel was closing (its return ring closed)
+	returnClosed    atomic.Uint64 // ... whose tunnel was closing
 	networkBad      atomic.Uint64 // ... that did not parse
 	icmpToClient    atomic.Uint64 // ICMP errors sent into tunnels
 	icmpToNetwork   atomic.Uint64 // ICMP errors written to the device
@@ -23,9 +22,10 @@ type ipCounters struct {
 }
 
 // routineDeviceReceive is the one reader of the CONNECT-IP device: it finds
-// each packet's tunnel by destination address (a wait-free shardmap lookup)
-// and pushes the packet onto that tunnel's return ring (a wait-free push).
-// It never waits for a tunnel.
+// each packet's tunnel by destination address (a wait-free shardmap
+// lookup), checks it for the tunnel and queues it on the tunnel's
+// connection's reply ring (a wait-free push; full: dropped and counted as
+// return_queue_full). It never waits for a tunnel or a client.
 func (n *ipNet) routineDeviceReceive() {
 	defer close(n.done)
 	log := n.p.log
@@ -100,13 +100,5 @@ func (n *ipNet) route(b *ipBuf, unreach *icmpLimiter) bool {
 		}
 		return false
 	}
-	if !t.ret.TryPush(b) {
-		if t.ret.Closed() {
-			n.c.returnClosed.Add(1) // the tunnel is ending; its ring was not full
-		} else {
-			n.c.returnFull.Add(1)
-		}
-		return false
-	}
-	return true
+	return t.returnPacket(b, h)
 }

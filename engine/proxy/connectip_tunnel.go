@@ -8,13 +8,11 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/ipaddr"
 	"github.com/masqroute/masqroute/engine/internal/ippkt"
 	"github.com/masqroute/masqroute/engine/internal/wire"
-	"github.com/masqroute/masqroute/ringbuf"
 )
 
 // Errors that end a CONNECT-IP tunnel.
@@ -36,25 +34,31 @@ const minTunnelMTU = 1280
 const mtuProbeContextID = 1
 
 // ipTunnel is the Handler of one CONNECT-IP session.
+//
+// It has no goroutine of its own. Packets from the network are checked on
+// the device reader (returnPacket) and queued on the connection's sender,
+// like CONNECT-UDP replies; the ICMP errors the proxy sends into the
+// tunnel and the MTU probe go through the sender too, so no executor
+// worker and no request goroutine waits in SendDatagram.
 type ipTunnel struct {
 	n     *ipNet
 	s     *engine.Session
 	req   *Request
+	snd   *sender // the connection's reply sender
 	scope *ipaddr.Scope
 
 	addr4, addr6 netip.Addr
 	off4, off6   uint64
 
-	c tunnelCounters
+	replyBook // its counters, and its replies with the sender
 
-	// The session goroutine's state.
+	// HandleDatagrams's state (one executor worker at a time).
 	writes [][]byte
-	icmp   icmpLimiter
+	icmp   icmpLimiter // ICMP errors into the tunnel
 
-	// The return path.
-	ret       *ringbuf.Ring[*ipBuf]
-	retICMP   icmpLimiter   // routineIPReturn's
-	done      chan struct{} // closed when routineIPReturn has ended
+	// ICMP errors toward the network: Time Exceeded from the device
+	// reader, Packet Too Big from the sender.
+	retICMP   icmpLimiter
 	closeOnce sync.Once
 
 	// capMu serializes capsule handling (the request's goroutine) with
@@ -75,17 +79,11 @@ func (t *ipTunnel) Established() {
 	if err == nil {
 		err = t.req.WriteCapsule(wire.CapsuleRouteAdvertisement, wire.AppendRouteAdvertisement(nil, t.scope.Routes()))
 	}
-	if err == nil {
-		err = t.probeMTU()
-	}
 	if err != nil {
-		if errors.Is(err, ErrTunnelMTU) {
-			t.n.c.mtuAborts.Add(1)
-			t.req.stream.CancelRead(wire.ErrCodeGeneralProtocolError)
-			t.req.stream.CancelWrite(wire.ErrCodeGeneralProtocolError)
-		}
 		t.s.CloseWithError(err)
+		return
 	}
+	t.probeMTU()
 }
 
 // sendAssignment sends the full current assignment, answering the given
@@ -97,16 +95,36 @@ func (t *ipTunnel) sendAssignment(answers []wire.AssignedAddress) error {
 	return t.req.WriteCapsule(wire.CapsuleAddressAssign, wire.AppendAddressAssign(nil, assigned))
 }
 
-// probeMTU sends one datagram as large as a 1280-byte IP packet would be,
+// The kinds of reply an ipTunnel queues on the sender (reply.tag).
+const (
+	ipReplyPacket uint8 = iota // a packet from the network
+	ipReplyICMP                // an ICMP error of the proxy's, into the tunnel
+	ipReplyProbe               // the MTU probe
+)
+
+// probeMTU queues one datagram as large as a 1280-byte IP packet would be,
 // under an unregistered context ID: quic-go refuses it at once if the
-// connection cannot carry it.
-func (t *ipTunnel) probeMTU() error {
-	buf := make([]byte, wire.MaxDatagramHeaderLen+minTunnelMTU)
-	err := t.s.SendDatagram(buf, wire.MaxDatagramHeaderLen, mtuProbeContextID)
-	if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
-		return ErrTunnelMTU
+// connection cannot carry it, and replied aborts the tunnel
+// (RFC 9484 §10.1). A client without QUIC datagrams gets its packets in
+// capsules, which carry any size: nothing to probe.
+func (t *ipTunnel) probeMTU() {
+	if !t.req.datagrams {
+		return
 	}
-	return nil
+	b := t.n.bufs.get()
+	b.n = minTunnelMTU
+	clear(b.packet())
+	t.sendOwn(b, mtuProbeContextID, ipReplyProbe)
+}
+
+// sendOwn queues a datagram of the proxy's own (an ICMP error, the MTU
+// probe), its payload in b, on the connection's sender. Such datagrams are
+// rare: they take a pooled buffer each, and when the tunnel has closed or
+// the ring is full they are dropped (the sender counts a full ring).
+func (t *ipTunnel) sendOwn(b *ipBuf, contextID uint64, tag uint8) {
+	if !t.hold() || !t.send(t.snd, newIPReply(t, b, t.s.StreamID(), contextID, tag), nil) {
+		t.n.bufs.put(b)
+	}
 }
 
 // Capsules are the capsule types the tunnel takes besides DATAGRAM.
@@ -250,75 +268,76 @@ func (t *ipTunnel) icmpToClient(pkt []byte, build func(from netip.Addr) ([]byte,
 		return
 	}
 	reply, err := build(t.from(pkt[0]>>4 == 6)) // pkt passed ippkt.Parse
-	if err != nil {
+	if err != nil || len(reply) > ipBufSize-ipHeadroom {
 		return // ippkt.ErrNoICMP: an error for an error, a multicast source, ...
 	}
-	buf := make([]byte, wire.MaxDatagramHeaderLen+len(reply))
-	copy(buf[wire.MaxDatagramHeaderLen:], reply)
-	if t.s.SendDatagram(buf, wire.MaxDatagramHeaderLen, 0) == nil {
-		t.n.c.icmpToClient.Add(1)
-	}
+	b := t.n.bufs.get()
+	b.n = copy(b.data[ipHeadroom:], reply)
+	t.sendOwn(b, 0, ipReplyICMP) // counted as sent in replied
 }
 
-// routineIPReturn sends the packets routineDeviceReceive queued for this
-// tunnel to the client.
-func (t *ipTunnel) routineIPReturn() {
-	defer close(t.done)
-	batch := make([]*ipBuf, 32)
-	for {
-		k := t.ret.PopBatch(batch)
-		if k == 0 {
-			if t.ret.Closed() {
-				break
-			}
-			t.ret.Wait(nil) // Close wakes it
-			continue
-		}
-		for i, b := range batch[:k] {
-			t.returnPacket(b)
-			t.n.bufs.put(b)
-			batch[i] = nil
-		}
+// returnPacket checks one packet from the network for the tunnel, on the
+// device reader, and queues it on the connection's sender, writing the
+// HTTP Datagram header into b's headroom. h is b's parsed header. It
+// reports whether b went to the sender; on false b is still the caller's.
+// It never waits: a full ring drops the packet (return_queue_full, as for
+// CONNECT-UDP), and so does a tunnel that is closing (ip_return_closed).
+func (t *ipTunnel) returnPacket(b *ipBuf, h ippkt.Header) bool {
+	if !t.hold() {
+		t.n.c.returnClosed.Add(1) // proxy-wide: the tunnel's counters may have folded
+		return false
 	}
-	// The tunnel ended: give back whatever is left.
-	t.ret.Drain(func(b *ipBuf) { t.c.dropReturnSendError.Add(1); t.n.bufs.put(b) })
-}
-
-// returnPacket checks one packet from the network and sends it to the
-// client.
-func (t *ipTunnel) returnPacket(b *ipBuf) {
 	pkt := b.packet()
-	h, err := ippkt.Parse(pkt)
-	if err != nil {
-		t.c.dropMalformed.Add(1)
-		return
-	}
 	// Only traffic from within the advertised scope reaches the client,
 	// but ICMP errors may come from any router on the path (RFC 9484
 	// §7.2.1).
 	if !t.scope.Allows(h.Src, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment) {
 		t.c.dropScope.Add(1)
-		return
+		t.settled()
+		return false
 	}
 	if !ippkt.DecrementHopLimit(pkt) {
 		t.c.dropHopLimit.Add(1)
 		t.icmpToNetwork(func(from netip.Addr) ([]byte, error) { return ippkt.TimeExceeded(pkt, from) }, h.Version == 6)
-		return
+		t.settled()
+		return false
 	}
-	err = t.s.SendDatagram(b.data[:ipHeadroom+b.n], ipHeadroom, 0)
-	if err == nil {
-		t.c.toClient.Add(1)
-		t.c.toClientBytes.Add(uint64(b.n))
-		return
+	return t.send(t.snd, newIPReply(t, b, t.s.StreamID(), 0, ipReplyPacket), &t.c.dropReturnQueueFull)
+}
+
+func (t *ipTunnel) request() *Request { return t.req }
+
+// replied counts the outcome of one of the tunnel's replies and frees its
+// buffer, on the sender's goroutine; the last reply of a closed tunnel
+// folds its counters into the proxy's totals. A packet from the network
+// too large for the client's QUIC datagrams is answered toward its sender
+// with Packet Too Big carrying the tunnel's MTU (RFC 9484 §10.1); an MTU
+// probe the connection refused as too large aborts the tunnel.
+func (t *ipTunnel) replied(r *reply, err error) {
+	tooLarge, isTooLarge := errors.AsType[*quic.DatagramTooLargeError](err)
+	switch r.tag {
+	case ipReplyPacket:
+		if isTooLarge && !t.closed.Load() {
+			t.c.dropReturnOversize.Add(1)
+			pkt := r.ip.packet()
+			mtu := int(tooLarge.MaxDatagramPayloadSize) - int(r.qlen) - 1 // context ID 0: one byte
+			t.icmpToNetwork(func(from netip.Addr) ([]byte, error) { return ippkt.PacketTooBig(pkt, from, mtu) }, pkt[0]>>4 == 6)
+		} else {
+			t.countReply(r, err)
+		}
+	case ipReplyICMP:
+		if err == nil {
+			t.n.c.icmpToClient.Add(1)
+		}
+	case ipReplyProbe:
+		if isTooLarge && !t.closed.Load() {
+			t.n.c.mtuAborts.Add(1)
+			t.req.abort(wire.ErrCodeGeneralProtocolError)
+			t.s.CloseWithError(ErrTunnelMTU)
+		}
 	}
-	if tooLarge, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
-		// RFC 9484 §10.1: tell the sender the tunnel's MTU.
-		t.c.dropReturnOversize.Add(1)
-		mtu := int(tooLarge.MaxDatagramPayloadSize) - quicvarint.Len(t.s.StreamID()/4) - 1
-		t.icmpToNetwork(func(from netip.Addr) ([]byte, error) { return ippkt.PacketTooBig(pkt, from, mtu) }, h.Version == 6)
-		return
-	}
-	t.c.dropReturnSendError.Add(1)
+	t.n.bufs.put(r.ip)
+	t.settled()
 }
 
 // icmpToNetwork writes an ICMP error into the network, rate-limited.
@@ -336,22 +355,26 @@ func (t *ipTunnel) icmpToNetwork(build func(from netip.Addr) ([]byte, error), v6
 }
 
 // Close ends the tunnel: the addresses stop routing to it and go back to
-// the pools, and the return goroutine ends before Close returns.
+// the pools. It waits for nothing: the device reader queues nothing for
+// the tunnel once its book is closed (it counts ip_return_closed instead),
+// and replies already queued are still sent (or dropped, if the request
+// has ended: Request.WriteCapsule refuses, and nothing else writes to the
+// stream) by the sender, which folds the counters after the last one.
 func (t *ipTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
 		t.n.by4.CompareAndDelete(t.off4, t) // unpublish before release
 		t.n.by6.CompareAndDelete(t.off6, t)
-		t.ret.Close() // routineIPReturn wakes and ends
-		<-t.done
+		t.closeBook()
 		t.n.pool4.Release(t.off4)
 		t.n.pool6.Release(t.off6)
-		t.n.p.trackTunnel(&t.c, false)
 	})
 }
 
 // icmpLimiter allows icmpRate ICMP errors per second per tunnel and
-// direction (RFC 4443 §2.4(f) asks for a limit). One goroutine uses it.
+// direction (RFC 4443 §2.4(f) asks for a limit). It is safe for concurrent
+// use; it is asked only on error paths.
 type icmpLimiter struct {
+	mu     sync.Mutex
 	tokens int
 	last   time.Time
 }
@@ -359,6 +382,8 @@ type icmpLimiter struct {
 const icmpRate = 100
 
 func (l *icmpLimiter) allow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	now := time.Now()
 	if now.Sub(l.last) >= time.Second {
 		l.tokens, l.last = icmpRate, now

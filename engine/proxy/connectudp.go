@@ -97,7 +97,7 @@ func newUDPTunnel(p *Proxy, s *engine.Session, req *Request, conn *udpio.Conn, s
 		t.amp = req.conn.amp
 	}
 	t.touch()
-	p.trackTunnel(&t.c, true)
+	t.openBook(p)
 	if poller == nil {
 		go t.routineUDPReceive()
 		return t, nil
@@ -152,7 +152,7 @@ type udpTunnel struct {
 	target  netip.AddrPort
 	maxSize int
 
-	c tunnelCounters
+	replyBook // its counters, and its replies with the sender
 
 	lastActive atomic.Int64 // unix nanoseconds of the last datagram either way
 	idle       *time.Timer
@@ -168,9 +168,6 @@ type udpTunnel struct {
 	reg       *udpio.Registration // the socket's registration with poller
 	readK     int                 // buffers per read, 1 to udpReadBatch
 	readSlack int                 // reads in a row that did not fill half the batch
-	inflight  atomic.Int64        // replies with the sender, not yet replied
-	closed    atomic.Bool         // Close has run; the last reply folds the counters
-	foldOnce  sync.Once
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when routineUDPReceive has ended (no poller)
@@ -352,10 +349,11 @@ func (t *udpTunnel) queueReply(b *udpio.Buffer, n int) {
 		udpBuffers.Put(b)
 		return
 	}
-	t.inflight.Add(1)
-	if !t.snd.enqueue(newReply(t, b, n, t.s.StreamID())) {
-		t.inflight.Add(-1)
-		t.c.dropReturnQueueFull.Add(1)
+	if !t.hold() { // never: Close stops the reader before it closes the book
+		udpBuffers.Put(b)
+		return
+	}
+	if !t.send(t.snd, newReply(t, b, n, t.s.StreamID()), &t.c.dropReturnQueueFull) {
 		udpBuffers.Put(b)
 	}
 }
@@ -366,27 +364,9 @@ func (t *udpTunnel) request() *Request { return t.req }
 // the sender's goroutine. The last reply of a closed tunnel folds its
 // counters into the proxy's totals.
 func (t *udpTunnel) replied(r *reply, err error) {
-	switch {
-	case err == nil:
-		t.c.toClient.Add(1)
-		t.c.toClientBytes.Add(uint64(r.n))
-	case err == errSenderClosed:
-		t.c.dropReturnClosed.Add(1)
-	default:
-		t.c.countReturnError(err)
-	}
+	t.countReply(r, err)
 	udpBuffers.Put(r.buf)
-	// Dekker with Close: we decrement, then load closed; Close stores
-	// closed, then loads inflight. One of the two sees the other.
-	if t.inflight.Add(-1) == 0 && t.closed.Load() {
-		t.fold()
-	}
-}
-
-// fold moves the tunnel's counters into the proxy's totals, once: when the
-// tunnel has closed and none of its replies is left with the sender.
-func (t *udpTunnel) fold() {
-	t.foldOnce.Do(func() { t.p.trackTunnel(&t.c, false) })
+	t.settled()
 }
 
 // Close ends the tunnel. It unregisters the socket from its poller first
@@ -407,10 +387,7 @@ func (t *udpTunnel) Close(reason error) {
 			t.conn.Close()
 			<-t.done
 		}
-		t.closed.Store(true) // then load inflight: see replied
-		if t.inflight.Load() == 0 {
-			t.fold()
-		}
+		t.closeBook()
 		t.p.log.Debug("masqroute: tunnel closed", "stream", t.s.StreamID(), "target", t.target, "reason", reason)
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +234,13 @@ func TestConnectIPCloseFreesAddresses(t *testing.T) {
 func (e *ipEnv) rawIP(t *testing.T, path string) (*rawTunnelConn, *http3.RequestStream, netip.Addr, netip.Addr) {
 	t.Helper()
 	c := e.rawTunnelDial(t)
+	str, a4, a6 := e.rawIPOn(t, c, path)
+	return c, str, a4, a6
+}
+
+// rawIPOn is rawIP on the connection c.
+func (e *ipEnv) rawIPOn(t *testing.T, c *rawTunnelConn, path string) (*http3.RequestStream, netip.Addr, netip.Addr) {
+	t.Helper()
 	str := c.open(t)
 	u, err := url.Parse("https://" + e.addr + path)
 	require.NoError(t, err)
@@ -242,7 +250,7 @@ func (e *ipEnv) rawIP(t *testing.T, path string) (*rawTunnelConn, *http3.Request
 	resp, err := str.ReadResponse()
 	require.NoError(t, err)
 	if resp.StatusCode != 200 {
-		return c, str, netip.Addr{}, netip.Addr{}
+		return str, netip.Addr{}, netip.Addr{}
 	}
 	// The first capsule is the unsolicited ADDRESS_ASSIGN.
 	cr := wire.NewCapsuleReader(str, 1<<16, nil)
@@ -259,7 +267,74 @@ func (e *ipEnv) rawIP(t *testing.T, path string) (*rawTunnelConn, *http3.Request
 			a6 = a.Prefix.Addr()
 		}
 	}
-	return c, str, a4, a6
+	return str, a4, a6
+}
+
+// goroutines counts every goroutine, and those serving a tunnel's request
+// (reading its capsules).
+func goroutines() (all, requests int) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "proxy.(*Proxy).readCapsules(") {
+			requests++
+		}
+	}
+	return runtime.NumGoroutine(), requests
+}
+
+// A CONNECT-IP tunnel has no goroutine of its own: 20 more tunnels on a
+// connection add their 20 request goroutines (which read the tunnels'
+// capsules) and nothing else. Return traffic goes through the
+// connection's sender (checked with a packet to each tunnel).
+func TestConnectIPNoGoroutinePerTunnel(t *testing.T) {
+	env := startIPProxy(t, 0)
+	c := env.rawTunnelDial(t)
+	_, first, _ := env.rawIPOn(t, c, "/vpn") // the connection's goroutines start
+	waitFor(t, "first tunnel", func() bool { return env.proxy.Stats().Tunnels == 1 })
+	time.Sleep(50 * time.Millisecond)
+	base, baseReqs := goroutines()
+	require.Equal(t, 1, baseReqs)
+
+	const more = 20
+	addrs := []netip.Addr{first}
+	for range more {
+		_, a4, _ := env.rawIPOn(t, c, "/vpn")
+		require.True(t, a4.IsValid())
+		addrs = append(addrs, a4)
+	}
+	waitFor(t, "tunnels open", func() bool { return env.proxy.Stats().Tunnels == 1+more })
+	// Goroutines that end on their own (a session's Start, an earlier
+	// test's) may linger a little: wait until no goroutine besides the
+	// request goroutines is left over the base count.
+	var all, reqs int
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if all, reqs = goroutines(); all-reqs <= base-baseReqs || time.Now().After(deadline) {
+			break
+		}
+	}
+	require.LessOrEqual(t, all-reqs, base-baseReqs, "goroutines besides the request goroutines: %d → %d (requests %d → %d)",
+		base, all, baseReqs, reqs)
+	require.Equal(t, more, reqs-baseReqs)
+	t.Logf("%d CONNECT-IP tunnels: %d goroutines (%+d for %d tunnels, %d of them request goroutines)",
+		1+more, all, all-base, more, reqs-baseReqs)
+
+	// Every tunnel's return path works: a packet to each reaches the client.
+	for _, a := range addrs {
+		uc, err := env.ns.Net().DialUDPAddrPort(netip.AddrPortFrom(env.host4, 9999), netip.AddrPortFrom(a, 5555))
+		require.NoError(t, err)
+		_, err = uc.Write([]byte("x"))
+		require.NoError(t, err)
+		uc.Close()
+	}
+	waitFor(t, "packets to every tunnel", func() bool { return env.proxy.Stats().ToClient == 1+more })
 }
 
 // A spoofed source is dropped, counted and answered with ICMP (RFC 9484

@@ -81,6 +81,21 @@ func (r *Request) writeDatagramCapsule(contextID uint64, payload []byte) error {
 	return r.WriteCapsule(wire.CapsuleDatagram, v)
 }
 
+// abort resets both directions of the request's stream with code, unless
+// the request has ended (the stream is no longer the tunnel's to touch).
+// Any goroutine may call it.
+func (r *Request) abort(code wire.ErrorCode) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	select {
+	case <-r.ended:
+		return
+	default:
+	}
+	r.stream.CancelRead(code)
+	r.stream.CancelWrite(code)
+}
+
 // end runs once the session's Handler has been closed: no capsule may be
 // written after it (the ResponseWriter dies with the HTTP handler), and the
 // capsule reader, if still blocked, is stopped so the HTTP handler returns

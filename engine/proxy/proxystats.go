@@ -42,10 +42,12 @@ type proxyCounters struct {
 
 // tunnelCounters count one tunnel's datagrams. They are written by the
 // session's consumer (client → target: HandleDatagrams, on an executor
-// worker) and by the tunnel's return goroutine (target → client); some
-// fields by both (dropOversize, targetUnreachable, and for CONNECT-IP
-// dropMalformed, dropScope, dropHopLimit), so every write is an atomic add,
-// never a load-and-store. Atomics also let Stats read them while they run.
+// worker) and by the return path (target → client: the poller or the
+// CONNECT-IP device reader, then the connection's sender); some fields by
+// several (dropOversize, targetUnreachable, and for CONNECT-IP dropScope,
+// dropHopLimit), so every write is an atomic add, never a load-and-store.
+// Atomics also let Stats read them while they run. A tunnel's replyBook
+// says when they fold into the totals.
 type tunnelCounters struct {
 	toTarget            atomic.Uint64 // datagrams written to the target
 	toTargetBytes       atomic.Uint64
@@ -228,8 +230,7 @@ type Stats struct {
 	DropHopLimit       uint64 // packets whose TTL / Hop Limit ran out at the proxy
 	IPFromNetwork      uint64 // packets read from the CONNECT-IP device
 	IPNoTunnel         uint64 // ... addressed to no tunnel (answered with ICMP)
-	IPReturnFull       uint64 // ... dropped: the tunnel's return ring was full
-	IPReturnClosed     uint64 // ... dropped: the tunnel was closing
+	IPReturnClosed     uint64 // ... dropped: the tunnel was closing (a full reply ring is DropReturnQueueFull, as for CONNECT-UDP)
 	IPNetworkMalformed uint64 // ... that did not parse
 	ICMPToClient       uint64 // ICMP errors the proxy sent into tunnels
 	ICMPToNetwork      uint64 // ICMP errors the proxy wrote to the network
@@ -285,7 +286,6 @@ func (p *Proxy) Stats() Stats {
 	if n := p.ip; n != nil {
 		st.IPFromNetwork = n.c.fromNetwork.Load()
 		st.IPNoTunnel = n.c.noTunnel.Load()
-		st.IPReturnFull = n.c.returnFull.Load()
 		st.IPReturnClosed = n.c.returnClosed.Load()
 		st.IPNetworkMalformed = n.c.networkBad.Load()
 		st.ICMPToClient = n.c.icmpToClient.Load()
