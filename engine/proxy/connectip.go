@@ -198,9 +198,9 @@ func (n *ipNet) match(uri string) (target, ipproto string, ok bool) {
 type ipKind struct{ n *ipNet }
 
 func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
-	req, ok := args.Value.(*Request)
-	if !ok || req.ipScope == nil {
-		return nil, errors.New("connect-ip session started without a proxy request")
+	req, err := startRequest(args, engine.ProtocolConnectIP, func(r *Request) bool { return r.ipScope != nil })
+	if err != nil {
+		return nil, err
 	}
 	n := k.n
 	scope, err := n.p.parseIPScope(ctx, req.ipScope.target, req.ipScope.ipproto, n.reach)

@@ -49,9 +49,9 @@ var udpBuffers udpio.Pool
 type udpKind struct{ p *Proxy }
 
 func (k *udpKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
-	req, ok := args.Value.(*Request)
-	if !ok || req.udpTarget == nil {
-		return nil, errors.New("connect-udp session started without a proxy request")
+	req, err := startRequest(args, engine.ProtocolConnectUDP, func(r *Request) bool { return r.udpTarget != nil })
+	if err != nil {
+		return nil, err
 	}
 	p := k.p
 	addr, err := p.resolveAllowed(ctx, *req.udpTarget)

@@ -111,6 +111,17 @@ func (r *Request) end(reason error) {
 	})
 }
 
+// startRequest returns the proxy request a built-in kind's Start was given,
+// checked by parsed (which says whether the proxy parsed the request for
+// that kind), or an error when the session was started some other way.
+func startRequest(args engine.Args, protocol string, parsed func(*Request) bool) (*Request, error) {
+	req, ok := args.Value.(*Request)
+	if !ok || !parsed(req) {
+		return nil, fmt.Errorf("%s session started without a proxy request", protocol)
+	}
+	return req, nil
+}
+
 // requestKind wraps every Kind the proxy serves: match decides whether a
 // request is the kind's and fills its Vars (and, for the built-in kinds,
 // what their Start reads), and whatever the kind, the request learns when

@@ -1,6 +1,6 @@
 package udpio
 
-import "sync"
+import "github.com/masqroute/masqroute/engine/internal/bufpool"
 
 // Buffer sizes. A Buffer is Headroom bytes in front of up to MaxPayload
 // bytes of datagram.
@@ -24,11 +24,12 @@ const (
 // time, and handing it on (over a channel, say) hands on its ownership.
 type Buffer struct {
 	data [Headroom + MaxPayload]byte
-	// free is true while the Buffer is in a Pool. Only the owner touches
-	// it, so a plain bool serves; two goroutines that both think they own
-	// a Buffer race on it and the race detector says so.
-	free bool
-	_    [7]byte // pads a Buffer to 2048 bytes
+	// Flag is true while the Buffer is in a Pool (bufpool's double-put
+	// check). Only the owner touches it, so a plain bool serves; two
+	// goroutines that both think they own a Buffer race on it and the race
+	// detector says so.
+	bufpool.Flag
+	_ [7]byte // pads a Buffer to 2048 bytes
 }
 
 // Payload returns the payload area, MaxPayload bytes long. Pass it to
@@ -42,40 +43,10 @@ func (b *Buffer) Frame(hdrLen, n int) []byte {
 	return b.data[Headroom-hdrLen : Headroom+n]
 }
 
-// Pool is a pool of Buffers backed by sync.Pool. It stores *Buffer, so Get
-// and Put do not allocate once the pool is warm. The zero value is ready
-// to use; a Pool must not be copied after first use.
-//
-// A Pool is unbounded like sync.Pool: it holds what was Put until the
-// garbage collector trims it, and Get allocates when it is empty.
-type Pool struct {
-	p sync.Pool
-}
-
-// Get returns a Buffer the caller now owns. Its contents are whatever the
-// last owner left: Put does not clear the payload (see Put).
-func (p *Pool) Get() *Buffer {
-	b, _ := p.p.Get().(*Buffer)
-	if b == nil {
-		return new(Buffer)
-	}
-	b.free = false
-	return b
-}
-
-// Put gives b back to the pool; the caller must not touch b afterwards.
-// Put panics if b is already in a pool: a Buffer put twice would be handed
-// to two owners, and one tunnel's datagrams could leave on another's. The
-// check is always on (it costs one bool); it catches a second Put before
-// the next Get, not a Put of a Buffer that has since gone to a new owner.
-//
-// Put does not zero the payload: every reader slices a Buffer to the size
-// a receive just wrote, so stale bytes are never sent, and zeroing 2 KiB
-// per datagram would cost more than the rest of the pool.
-func (p *Pool) Put(b *Buffer) {
-	if b.free {
-		panic("udpio: Buffer put twice")
-	}
-	b.free = true
-	p.p.Put(b)
-}
+// A Pool holds Buffers for reuse: Get one, give it back with Put. Put
+// panics if the Buffer is already in a pool (a Buffer put twice would be
+// handed to two owners, and one tunnel's datagrams could leave on
+// another's); it does not zero the payload: every reader slices a Buffer to
+// the size a receive just wrote, so stale bytes are never sent, and zeroing
+// 2 KiB per datagram would cost more than the rest of the pool.
+type Pool = bufpool.Pool[Buffer, *Buffer]
