@@ -127,7 +127,7 @@ fuzz:
 # hop-by-hop accounting. `make test` runs it for 3 s.
 SOAK ?= 2m
 soak:
-	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./engine/ -soak $(SOAK)
+	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./engine/proxy/ -soak $(SOAK)
 
 lint: vet
 
