@@ -36,6 +36,11 @@ type serveConfig struct {
 	maxCapsule        int
 	maxAmp            int
 	ampAllowance      int
+	rateTunnelDgrams  int64
+	rateTunnelBytes   int64
+	rateConnDgrams    int64
+	rateConnBytes     int64
+	rateBurst         time.Duration
 	ringSize          int
 	pendingBuffer     int
 	holdMax           int
@@ -102,6 +107,11 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxAmp, "max-amplification", proxy.DefaultMaxAmplification, "per connection and second: wire bytes toward targets at most this many times the QUIC bytes\n"+
 		"the client sent (plus -amplification-allowance); the rest is dropped and counted (negative: no bound)")
 	fs.IntVar(&c.ampAllowance, "amplification-allowance", proxy.DefaultAmplificationAllowance, "wire `bytes` toward targets a connection may send per second besides")
+	fs.Int64Var(&c.rateTunnelDgrams, "rate-tunnel-dgrams", proxy.DefaultRateTunnelDatagrams, "datagrams per second one tunnel may send toward its target; more are dropped and counted (negative: no limit)")
+	fs.Int64Var(&c.rateTunnelBytes, "rate-tunnel-bytes", proxy.DefaultRateTunnelBytes, "payload `bytes` per second one tunnel may send toward its target (negative: no limit)")
+	fs.Int64Var(&c.rateConnDgrams, "rate-conn-dgrams", proxy.DefaultRateConnDatagrams, "datagrams per second all tunnels of one connection may send together (negative: no limit)")
+	fs.Int64Var(&c.rateConnBytes, "rate-conn-bytes", proxy.DefaultRateConnBytes, "payload `bytes` per second all tunnels of one connection may send together (negative: no limit)")
+	fs.DurationVar(&c.rateBurst, "rate-burst", proxy.DefaultRateBurst, "depth of every -rate-* bucket, as time at its rate")
 	fs.IntVar(&c.ringSize, "ring-size", engine.DefaultRingSize, "datagrams queued per tunnel toward its target (rounded up to a power of two); more are dropped and counted")
 	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
 	fs.IntVar(&c.holdMax, "hold", proxy.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
@@ -241,6 +251,11 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 		MaxCapsule:             c.maxCapsule,
 		MaxAmplification:       c.maxAmp,
 		AmplificationAllowance: c.ampAllowance,
+		RateTunnelDatagrams:    c.rateTunnelDgrams,
+		RateTunnelBytes:        c.rateTunnelBytes,
+		RateConnDatagrams:      c.rateConnDgrams,
+		RateConnBytes:          c.rateConnBytes,
+		RateBurst:              c.rateBurst,
 		RingSize:               c.ringSize,
 		PendingBuffer:          c.pendingBuffer,
 		Workers:                c.workers,

@@ -223,6 +223,10 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 // it assigns an address of each pool and publishes the tunnel under them.
 func (n *ipNet) newTunnel(s *engine.Session, req *Request, snd *sender, scope *ipaddr.Scope) (*ipTunnel, error) {
 	t := &ipTunnel{n: n, s: s, req: req, snd: snd, scope: scope}
+	t.rate = newRateLimits(n.p.cfg.RateTunnelDatagrams, n.p.cfg.RateTunnelBytes, n.p.cfg.RateBurst)
+	if req.conn != nil {
+		t.amp, t.connRate = req.conn.amp, req.conn.rate
+	}
 	var err error
 	if t.addr4, t.off4, err = n.pool4.Allocate(); err == nil {
 		t.addr6, t.off6, err = n.pool6.Allocate()

@@ -55,6 +55,12 @@ type ipTunnel struct {
 	// HandleDatagrams's state (one executor worker at a time).
 	writes [][]byte
 	icmp   icmpLimiter // ICMP errors into the tunnel
+	// The tunnel's and the connection's rate limits (ratelimit.go) and
+	// the connection's amplification budget (amplification.go); nil:
+	// none. A packet's wire cost is its own length: it carries its IP
+	// header.
+	rate, connRate *rateLimits
+	amp            *ampBudget
 
 	// ICMP errors toward the network: Time Exceeded from the device
 	// reader, Packet Too Big from the sender.
@@ -221,6 +227,7 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 			w = append(w, pkt)
 		}
 	}
+	w = t.limit(w)
 	t.writes = w
 	if len(w) == 0 {
 		return
@@ -393,4 +400,32 @@ func (l *icmpLimiter) allow() bool {
 	}
 	l.tokens--
 	return true
+}
+
+// limit cuts w to the rate limits and then to the amplification budget,
+// dropping and counting the rest.
+func (t *ipTunnel) limit(w [][]byte) [][]byte {
+	if len(w) == 0 {
+		return w
+	}
+	w, size := limitBatch(w, t.rate, t.connRate, &t.c.dropRateLimited)
+	if t.amp == nil || len(w) == 0 {
+		return w
+	}
+	if t.rate == nil && t.connRate == nil {
+		for _, p := range w {
+			size += int64(len(p))
+		}
+	}
+	if t.amp.take(size) {
+		return w
+	}
+	for i, p := range w { // the whole batch did not fit: keep what does, in order
+		if !t.amp.take(int64(len(p))) {
+			t.c.dropAmplification.Add(uint64(len(w) - i))
+			clear(w[i:])
+			return w[:i]
+		}
+	}
+	return w
 }

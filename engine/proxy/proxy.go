@@ -118,6 +118,19 @@ type Config struct {
 	// toward targets per window besides. Default
 	// DefaultAmplificationAllowance.
 	AmplificationAllowance int
+	// RateTunnelDatagrams and RateTunnelBytes bound what one tunnel sends
+	// toward its target per second (datagrams, and UDP payload or IP
+	// packet bytes); RateConnDatagrams and RateConnBytes what all of one
+	// connection's tunnels send together. Token buckets RateBurst deep;
+	// what exceeds is dropped and counted as rate_limited (ratelimit.go).
+	// Defaults DefaultRate*; negative = no limit.
+	RateTunnelDatagrams int64
+	RateTunnelBytes     int64
+	RateConnDatagrams   int64
+	RateConnBytes       int64
+	// RateBurst is the depth of every rate bucket, as time at its rate.
+	// Default DefaultRateBurst.
+	RateBurst time.Duration
 	// MaxCapsule bounds a capsule's value; a larger one resets the stream
 	// with H3_MESSAGE_ERROR. Default DefaultMaxCapsule.
 	MaxCapsule int
@@ -231,6 +244,22 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.AmplificationAllowance <= 0 {
 		cfg.AmplificationAllowance = DefaultAmplificationAllowance
 	}
+	for _, r := range []struct {
+		v   *int64
+		def int64
+	}{
+		{&cfg.RateTunnelDatagrams, DefaultRateTunnelDatagrams},
+		{&cfg.RateTunnelBytes, DefaultRateTunnelBytes},
+		{&cfg.RateConnDatagrams, DefaultRateConnDatagrams},
+		{&cfg.RateConnBytes, DefaultRateConnBytes},
+	} {
+		if *r.v == 0 {
+			*r.v = r.def
+		}
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = DefaultRateBurst
+	}
 	if cfg.MaxCapsule <= 0 {
 		cfg.MaxCapsule = DefaultMaxCapsule
 	}
@@ -241,6 +270,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	for _, r := range []int64{cfg.RateTunnelBytes, cfg.RateConnBytes} {
+		if r > 0 && float64(r)*cfg.RateBurst.Seconds() < float64(cfg.MaxDatagramPayload) {
+			return nil, fmt.Errorf("masqroute: a byte rate of %d/s with a burst of %v cannot pass one %d-byte datagram", r, cfg.RateBurst, cfg.MaxDatagramPayload)
+		}
 	}
 	tmpl, err := template.Parse(cfg.UDPTemplate, "target_host", "target_port")
 	if err != nil {

@@ -57,6 +57,7 @@ type tunnelCounters struct {
 	dropUnknownContext  atomic.Uint64 // context ID other than 0
 	dropOversize        atomic.Uint64 // over MaxDatagramPayload, or refused by the kernel as too large
 	dropAmplification   atomic.Uint64 // over the connection's byte budget toward targets (amplification.go)
+	dropRateLimited     atomic.Uint64 // over the tunnel's or the connection's rate toward targets (ratelimit.go)
 	dropSendError       atomic.Uint64 // the target socket failed
 	dropReturnOversize  atomic.Uint64 // reply too large for the client's QUIC datagrams
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
@@ -111,6 +112,7 @@ var tunnelFields = [...]struct {
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropUnknownContext }, func(s *Stats) *uint64 { return &s.DropUnknownContext }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropOversize }, func(s *Stats) *uint64 { return &s.DropOversize }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropAmplification }, func(s *Stats) *uint64 { return &s.DropAmplification }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropRateLimited }, func(s *Stats) *uint64 { return &s.DropRateLimited }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropSendError }, func(s *Stats) *uint64 { return &s.DropSendError }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnOversize }, func(s *Stats) *uint64 { return &s.DropReturnOversize }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnSendError }, func(s *Stats) *uint64 { return &s.DropReturnSendError }},
@@ -209,6 +211,7 @@ type Stats struct {
 	DropUnknownContext  uint64            // client datagrams with a context ID other than 0
 	DropOversize        uint64            // datagrams over MaxDatagramPayload or refused as too large, both ways
 	DropAmplification   uint64            // client datagrams over their connection's byte budget toward targets
+	DropRateLimited     uint64            // client datagrams over their tunnel's or connection's rate toward targets
 	DropSendError       uint64            // client datagrams the target socket failed to send
 	DropReturnOversize  uint64            // replies too large for the client connection
 	DropReturnSendError uint64            // replies the QUIC connection refused
