@@ -14,6 +14,16 @@ import (
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
+// The daemon's bounds on what all clients together may hold; the engine's
+// zero values mean unlimited, which a reachable daemon must not be. A
+// tunnel costs a few KiB idle (its ring, its socket's batch arrays) and a
+// connection tens of KiB (quic-go's state, its h3 goroutines), so these
+// stay within a few hundred MiB.
+const (
+	defaultMaxConns   = 10_000
+	defaultMaxTunnels = 100_000
+)
+
 // serveConfig is the daemon's command line.
 type serveConfig struct {
 	version    bool
@@ -96,8 +106,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		"once and reused, so a client's -ca DIR/ca.pem stays good across restarts (make run: .dev)")
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
-	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
-	fs.IntVar(&c.maxConns, "max-conns", 0, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.IntVar(&c.maxTunnels, "max-tunnels", defaultMaxTunnels, "tunnels across all connections (0: unlimited)")
+	fs.IntVar(&c.maxConns, "max-conns", defaultMaxConns, "concurrent connections; more are closed at once (0: unlimited)")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", proxy.DefaultHeaderTimeout, "bound on a new stream's request head, and on a request's wait for the client's SETTINGS")
 	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
