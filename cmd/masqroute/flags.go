@@ -38,6 +38,8 @@ type serveConfig struct {
 	maxTunnelsPerConn int
 	maxTunnels        int
 	maxConns          int
+	maxConnsPerAddr   int
+	newConnsPerAddr   float64
 	initTimeout       time.Duration
 	headerTimeout     time.Duration
 	idleTimeout       time.Duration
@@ -108,6 +110,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
 	fs.IntVar(&c.maxTunnels, "max-tunnels", defaultMaxTunnels, "tunnels across all connections (0: unlimited)")
 	fs.IntVar(&c.maxConns, "max-conns", defaultMaxConns, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.IntVar(&c.maxConnsPerAddr, "max-conns-per-addr", proxy.DefaultMaxConnsPerAddr, "concurrent connections from one client address (IPv4, or IPv6 /64), refused before the\n"+
+		"handshake (negative: unlimited)")
+	fs.Float64Var(&c.newConnsPerAddr, "new-conns-per-addr", proxy.DefaultNewConnsPerAddr, "new connections per second from one client address, burst twice that; past half the burst\n"+
+		"a client is asked for a Retry first, past it refused (negative: unlimited)")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", proxy.DefaultHeaderTimeout, "bound on a new stream's request head, and on a request's wait for the client's SETTINGS")
 	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
@@ -254,6 +260,8 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 		MaxTunnelsPerConn:      c.maxTunnelsPerConn,
 		MaxTunnels:             c.maxTunnels,
 		MaxConns:               c.maxConns,
+		MaxConnsPerAddr:        c.maxConnsPerAddr,
+		NewConnsPerAddr:        c.newConnsPerAddr,
 		InitTimeout:            c.initTimeout,
 		HeaderTimeout:          c.headerTimeout,
 		IdleTimeout:            c.idleTimeout,

@@ -159,6 +159,14 @@ func families() []family {
 			func(s *st) uint64 { return s.ConnsAccepted }),
 		counter("connections_rejected_total", "Connections closed at once because the connection limit was reached.",
 			func(s *st) uint64 { return s.ConnsRejected }),
+		vector(prometheus.CounterValue, "connections_refused_by_address_total",
+			"Connection attempts refused before the handshake by client address: rate (new connections/s), "+
+				"concurrent (connections open), table_full (too many client addresses).", "reason",
+			labelled{"rate", func(s *st) uint64 { return s.AddrRefusedRate }},
+			labelled{"concurrent", func(s *st) uint64 { return s.AddrRefusedConcurrent }},
+			labelled{"table_full", func(s *st) uint64 { return s.AddrRefusedTableFull }}),
+		counter("retries_total", "Retry packets asked for to verify a client address before its handshake (under load).",
+			func(s *st) uint64 { return s.AddrRetries }),
 
 		// Tunnels.
 		gauge("tunnels_active", "Tunnels live now, being set up or open.",

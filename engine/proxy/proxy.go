@@ -94,6 +94,14 @@ type Config struct {
 	// MaxConns bounds concurrent connections; more are closed at once
 	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
 	MaxConns int
+	// MaxConnsPerAddr bounds concurrent connections from one client
+	// address (IPv4, or IPv6 /64), and NewConnsPerAddr new connections per
+	// second from one (burst: twice that), both before the handshake
+	// completes, on the transports ConfigureTransport sets up
+	// (addrlimit.go). Defaults DefaultMaxConnsPerAddr,
+	// DefaultNewConnsPerAddr; negative = no limit.
+	MaxConnsPerAddr int
+	NewConnsPerAddr float64
 	// HeaderTimeout bounds what a client can hold without a request: the
 	// time from a stream's arrival to its complete request head (or a
 	// unidirectional stream's type), and a tunnel request's wait for the
@@ -177,6 +185,7 @@ type Proxy struct {
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
+	addrs    *addrLimiter            // per client address (addrlimit.go); nil: no limits
 	byProto  map[string]*protoCounts // fixed by New
 	// maxCapsuleDatagram is the largest DATAGRAM capsule value a tunnel
 	// can use: the largest payload (UDP or IP) and a context ID.
@@ -257,6 +266,12 @@ func New(cfg Config) (*Proxy, error) {
 			*r.v = r.def
 		}
 	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if cfg.NewConnsPerAddr == 0 {
+		cfg.NewConnsPerAddr = DefaultNewConnsPerAddr
+	}
 	if cfg.RateBurst <= 0 {
 		cfg.RateBurst = DefaultRateBurst
 	}
@@ -289,6 +304,7 @@ func New(cfg Config) (*Proxy, error) {
 		live:      make(map[*tunnelCounters]struct{}),
 		udpBase:   udpio.Stats(),
 	}
+	p.addrs = newAddrLimiter(cfg.MaxConnsPerAddr, cfg.NewConnsPerAddr)
 	p.listenAddrs.Store(new([]netip.AddrPort))
 	if err := p.RefreshHostAddrs(); err != nil {
 		return nil, fmt.Errorf("masqroute: the host's addresses: %w", err)
