@@ -31,7 +31,7 @@ type daemon struct {
 	proxy  *proxy.Proxy
 	ln     *quic.Listener
 	tr     *quic.Transport // ln's transport, with its socket (listen)
-	served chan error // Serve's result
+	served chan error      // Serve's result
 
 	certs       *certStore
 	caFile      string // self-signed certificate's CA, PEM; "" with -cert
