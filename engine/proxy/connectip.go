@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/bufpool"
@@ -76,6 +77,10 @@ type IPConfig struct {
 	// advertises and enforces. Default: every address outside
 	// policy.InternalPrefixes (no loopback, private, link-local, ...).
 	Reachable []netip.Prefix
+	// Allow adds networks to the default Reachable (ignored where
+	// Reachable is set); Deny takes networks out of Reachable, whatever
+	// it is. The daemon passes its -allow and -deny.
+	Allow, Deny []netip.Prefix
 	// ReturnQueue is ignored.
 	//
 	// Deprecated: tunnels have no return ring any more; packets from the
@@ -145,8 +150,9 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 	}
 	n.reach = cfg.Reachable
 	if n.reach == nil {
-		n.reach = ipaddr.Complement(policy.InternalPrefixes())
+		n.reach = append(ipaddr.Complement(policy.InternalPrefixes()), cfg.Allow...)
 	}
+	n.reach = ipaddr.Subtract(n.reach, cfg.Deny)
 	go n.routineDeviceReceive()
 	return n, nil
 }
@@ -215,6 +221,9 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 	if err != nil {
 		return nil, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
 			Details: "address pool exhausted", Err: err}
+	}
+	if n.p.cfg.IdleTimeout > 0 {
+		t.idle = time.AfterFunc(n.p.cfg.IdleTimeout, t.checkIdle)
 	}
 	return t, nil
 }

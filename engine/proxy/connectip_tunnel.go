@@ -62,6 +62,11 @@ type ipTunnel struct {
 	rate, connRate *rateLimits
 	amp            *ampBudget
 
+	// idle fires every Config.IdleTimeout (checkIdle); idleSeen is the
+	// packets either way it saw last time. Owned by the timer's function.
+	idle     *time.Timer
+	idleSeen uint64
+
 	// ICMP errors toward the network: Time Exceeded from the device
 	// reader, Packet Too Big from the sender.
 	retICMP   icmpLimiter
@@ -369,6 +374,9 @@ func (t *ipTunnel) icmpToNetwork(build func(from netip.Addr) ([]byte, error), v6
 // stream) by the sender, which folds the counters after the last one.
 func (t *ipTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
+		if t.idle != nil {
+			t.idle.Stop()
+		}
 		t.n.by4.CompareAndDelete(t.off4, t) // unpublish before release
 		t.n.by6.CompareAndDelete(t.off6, t)
 		t.closeBook()
@@ -428,4 +436,19 @@ func (t *ipTunnel) limit(w [][]byte) [][]byte {
 		}
 	}
 	return w
+}
+
+// checkIdle runs on the idle timer: it ends a tunnel that carried no
+// packet either way since the last check, and looks again later otherwise.
+// It reads the tunnel's counters, so the data path pays nothing for it; a
+// tunnel ends between one and two IdleTimeouts after its last packet.
+func (t *ipTunnel) checkIdle() {
+	seen := t.c.toTarget.Load() + t.c.toClient.Load()
+	if seen != t.idleSeen {
+		t.idleSeen = seen
+		t.idle.Reset(t.n.p.cfg.IdleTimeout)
+		return
+	}
+	t.n.p.counters.tunnelIdleClosed.Add(1)
+	t.s.CloseWithError(ErrIdleTimeout)
 }
