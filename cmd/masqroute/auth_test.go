@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // TestOpenProxyRefused: without -auth-tokens, -client-ca, -dev or
@@ -86,4 +87,18 @@ func TestTokenAuthEndToEnd(t *testing.T) {
 		5*time.Second, 5*time.Millisecond)
 	require.ErrorContains(t, clientRun("-token-file", tokA), "407")
 	require.NoError(t, clientRun("-token-file", tokB))
+}
+
+// A daemon started without bounds still has some: connections, tunnels
+// and rates toward targets are not unlimited by default.
+func TestDefaultBoundsAreNotUnlimited(t *testing.T) {
+	c, err := parseServeFlags([]string{"-self-signed"}, io.Discard)
+	require.NoError(t, err)
+	pc := c.proxyConfig(nil, nil, daemonAuth{}, nil)
+	require.Equal(t, defaultMaxConns, pc.MaxConns)
+	require.Equal(t, defaultMaxTunnels, pc.MaxTunnels)
+	require.Positive(t, pc.MaxTunnelsPerConn)
+	require.EqualValues(t, proxy.DefaultRateTunnelDatagrams, pc.RateTunnelDatagrams)
+	require.EqualValues(t, proxy.DefaultRateConnBytes, pc.RateConnBytes)
+	require.Equal(t, proxy.DefaultRateBurst, pc.RateBurst)
 }

@@ -14,6 +14,16 @@ import (
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
+// The daemon's bounds on what all clients together may hold; the engine's
+// zero values mean unlimited, which a reachable daemon must not be. A
+// tunnel costs a few KiB idle (its ring, its socket's batch arrays) and a
+// connection tens of KiB (quic-go's state, its h3 goroutines), so these
+// stay within a few hundred MiB.
+const (
+	defaultMaxConns   = 10_000
+	defaultMaxTunnels = 100_000
+)
+
 // serveConfig is the daemon's command line.
 type serveConfig struct {
 	version    bool
@@ -28,6 +38,8 @@ type serveConfig struct {
 	maxTunnelsPerConn int
 	maxTunnels        int
 	maxConns          int
+	maxConnsPerAddr   int
+	newConnsPerAddr   float64
 	initTimeout       time.Duration
 	headerTimeout     time.Duration
 	idleTimeout       time.Duration
@@ -36,6 +48,11 @@ type serveConfig struct {
 	maxCapsule        int
 	maxAmp            int
 	ampAllowance      int
+	rateTunnelDgrams  int64
+	rateTunnelBytes   int64
+	rateConnDgrams    int64
+	rateConnBytes     int64
+	rateBurst         time.Duration
 	ringSize          int
 	pendingBuffer     int
 	holdMax           int
@@ -91,8 +108,12 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		"once and reused, so a client's -ca DIR/ca.pem stays good across restarts (make run: .dev)")
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
-	fs.IntVar(&c.maxTunnels, "max-tunnels", 0, "tunnels across all connections (0: unlimited)")
-	fs.IntVar(&c.maxConns, "max-conns", 0, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.IntVar(&c.maxTunnels, "max-tunnels", defaultMaxTunnels, "tunnels across all connections (0: unlimited)")
+	fs.IntVar(&c.maxConns, "max-conns", defaultMaxConns, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.IntVar(&c.maxConnsPerAddr, "max-conns-per-addr", proxy.DefaultMaxConnsPerAddr, "concurrent connections from one client address (IPv4, or IPv6 /64), refused before the\n"+
+		"handshake (negative: unlimited)")
+	fs.Float64Var(&c.newConnsPerAddr, "new-conns-per-addr", proxy.DefaultNewConnsPerAddr, "new connections per second from one client address, burst twice that; past half the burst\n"+
+		"a client is asked for a Retry first, past it refused (negative: unlimited)")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", proxy.DefaultHeaderTimeout, "bound on a new stream's request head, and on a request's wait for the client's SETTINGS")
 	fs.DurationVar(&c.initTimeout, "init-timeout", engine.DefaultInitTimeout, "bound on setting a tunnel up")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultTunnelIdleTimeout, "close a tunnel idle this long both ways (negative: never)")
@@ -102,6 +123,11 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxAmp, "max-amplification", proxy.DefaultMaxAmplification, "per connection and second: wire bytes toward targets at most this many times the QUIC bytes\n"+
 		"the client sent (plus -amplification-allowance); the rest is dropped and counted (negative: no bound)")
 	fs.IntVar(&c.ampAllowance, "amplification-allowance", proxy.DefaultAmplificationAllowance, "wire `bytes` toward targets a connection may send per second besides")
+	fs.Int64Var(&c.rateTunnelDgrams, "rate-tunnel-dgrams", proxy.DefaultRateTunnelDatagrams, "datagrams per second one tunnel may send toward its target; more are dropped and counted (negative: no limit)")
+	fs.Int64Var(&c.rateTunnelBytes, "rate-tunnel-bytes", proxy.DefaultRateTunnelBytes, "payload `bytes` per second one tunnel may send toward its target (negative: no limit)")
+	fs.Int64Var(&c.rateConnDgrams, "rate-conn-dgrams", proxy.DefaultRateConnDatagrams, "datagrams per second all tunnels of one connection may send together (negative: no limit)")
+	fs.Int64Var(&c.rateConnBytes, "rate-conn-bytes", proxy.DefaultRateConnBytes, "payload `bytes` per second all tunnels of one connection may send together (negative: no limit)")
+	fs.DurationVar(&c.rateBurst, "rate-burst", proxy.DefaultRateBurst, "depth of every -rate-* bucket, as time at its rate")
 	fs.IntVar(&c.ringSize, "ring-size", engine.DefaultRingSize, "datagrams queued per tunnel toward its target (rounded up to a power of two); more are dropped and counted")
 	fs.IntVar(&c.pendingBuffer, "pending-buffer", engine.DefaultPendingBuffer, "datagrams held per tunnel while it is being set up (at most -ring-size); more are dropped and counted")
 	fs.IntVar(&c.holdMax, "hold", proxy.DefaultHoldMax, "datagrams held per connection that arrive before their request (0: none)")
@@ -234,6 +260,8 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 		MaxTunnelsPerConn:      c.maxTunnelsPerConn,
 		MaxTunnels:             c.maxTunnels,
 		MaxConns:               c.maxConns,
+		MaxConnsPerAddr:        c.maxConnsPerAddr,
+		NewConnsPerAddr:        c.newConnsPerAddr,
 		InitTimeout:            c.initTimeout,
 		HeaderTimeout:          c.headerTimeout,
 		IdleTimeout:            c.idleTimeout,
@@ -241,6 +269,11 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 		MaxCapsule:             c.maxCapsule,
 		MaxAmplification:       c.maxAmp,
 		AmplificationAllowance: c.ampAllowance,
+		RateTunnelDatagrams:    c.rateTunnelDgrams,
+		RateTunnelBytes:        c.rateTunnelBytes,
+		RateConnDatagrams:      c.rateConnDgrams,
+		RateConnBytes:          c.rateConnBytes,
+		RateBurst:              c.rateBurst,
 		RingSize:               c.ringSize,
 		PendingBuffer:          c.pendingBuffer,
 		Workers:                c.workers,

@@ -30,6 +30,14 @@ func (c *serveConfig) ipConfig() (*proxy.IPConfig, error) {
 		return nil, fmt.Errorf("-ip-reachable: %w", err)
 	}
 	cfg := &proxy.IPConfig{Pool4: pool4, Pool6: pool6}
+	// -allow widens the default reachable set, -deny narrows any: the
+	// same flags as for CONNECT-UDP's targets.
+	if cfg.Allow, err = policy.ParsePrefixes(c.allow); err != nil {
+		return nil, fmt.Errorf("-allow: %w", err)
+	}
+	if cfg.Deny, err = policy.ParsePrefixes(c.deny); err != nil {
+		return nil, fmt.Errorf("-deny: %w", err)
+	}
 	for _, t := range strings.Split(c.ipTemplates, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.Templates = append(cfg.Templates, t)

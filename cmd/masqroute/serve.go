@@ -30,7 +30,8 @@ type daemon struct {
 
 	proxy  *proxy.Proxy
 	ln     *quic.Listener
-	served chan error // Serve's result
+	tr     *quic.Transport // ln's transport, with its socket (listen)
+	served chan error      // Serve's result
 
 	certs       *certStore
 	caFile      string // self-signed certificate's CA, PEM; "" with -cert
@@ -152,8 +153,7 @@ func (d *daemon) start() error {
 	}
 	tlsConf = d.proxy.TLSConfig(tlsConf) // -client-ca
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	d.ln, err = quic.ListenAddr(cfg.listen, tlsConf, d.proxy.QUICConfig(nil))
-	if err != nil {
+	if d.ln, err = d.listen(tlsConf); err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.listen, err)
 	}
 	d.served = make(chan error, 1)
@@ -296,6 +296,10 @@ func (d *daemon) close(ctx context.Context) {
 			d.log.Debug("proxy Serve returned", "error", err)
 		}
 	}
+	if d.tr != nil {
+		d.tr.Close() // its connections have ended with the proxy
+		d.tr.Conn.Close()
+	}
 	if d.obs != nil {
 		d.obs.close(ctx)
 	}
@@ -307,4 +311,29 @@ func (d *daemon) close(ctx context.Context) {
 			d.log.Warn("could not remove the CA file", "file", d.caFile, "error", err)
 		}
 	}
+}
+
+// listen opens -listen on a quic.Transport of the daemon's own, whose hooks
+// limit connections per client address before their handshake
+// (proxy.ConfigureTransport). Closing the listener leaves the transport
+// and its socket open: close closes them after it.
+func (d *daemon) listen(tlsConf *tls.Config) (*quic.Listener, error) {
+	ua, err := net.ResolveUDPAddr("udp", d.cfg.listen)
+	if err != nil {
+		return nil, err
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, err
+	}
+	d.tr = &quic.Transport{Conn: udp}
+	d.proxy.ConfigureTransport(d.tr)
+	ln, err := d.tr.Listen(tlsConf, d.proxy.QUICConfig(nil))
+	if err != nil {
+		d.tr.Close()
+		udp.Close()
+		d.tr = nil
+		return nil, err
+	}
+	return ln, nil
 }

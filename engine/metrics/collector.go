@@ -159,6 +159,14 @@ func families() []family {
 			func(s *st) uint64 { return s.ConnsAccepted }),
 		counter("connections_rejected_total", "Connections closed at once because the connection limit was reached.",
 			func(s *st) uint64 { return s.ConnsRejected }),
+		vector(prometheus.CounterValue, "connections_refused_by_address_total",
+			"Connection attempts refused before the handshake by client address: rate (new connections/s), "+
+				"concurrent (connections open), table_full (too many client addresses).", "reason",
+			labelled{"rate", func(s *st) uint64 { return s.AddrRefusedRate }},
+			labelled{"concurrent", func(s *st) uint64 { return s.AddrRefusedConcurrent }},
+			labelled{"table_full", func(s *st) uint64 { return s.AddrRefusedTableFull }}),
+		counter("retries_total", "Retry packets asked for to verify a client address before its handshake (under load).",
+			func(s *st) uint64 { return s.AddrRetries }),
 
 		// Tunnels.
 		gauge("tunnels_active", "Tunnels live now, being set up or open.",
@@ -225,7 +233,7 @@ func families() []family {
 			func(s *st) uint64 { return s.CapsuleDatagrams }),
 		vector(prometheus.CounterValue, "datagrams_dropped_total",
 			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed, held_refused), "+
-				"tunnel (malformed, unknown_context, oversize, amplification, send_error, return_oversize, return_send_error, "+
+				"tunnel (malformed, unknown_context, oversize, amplification, rate_limited, send_error, return_oversize, return_send_error, "+
 				"return_queue_full, return_closed, teardown), "+
 				"connection (capsule_error, datagram_error).", "reason",
 			labelled{"unknown_stream", func(s *st) uint64 { return s.Router.DroppedUnknown }},
@@ -237,6 +245,7 @@ func families() []family {
 			labelled{"unknown_context", func(s *st) uint64 { return s.DropUnknownContext }},
 			labelled{"oversize", func(s *st) uint64 { return s.DropOversize }},
 			labelled{"amplification", func(s *st) uint64 { return s.DropAmplification }},
+			labelled{"rate_limited", func(s *st) uint64 { return s.DropRateLimited }},
 			labelled{"send_error", func(s *st) uint64 { return s.DropSendError }},
 			labelled{"return_oversize", func(s *st) uint64 { return s.DropReturnOversize }},
 			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},

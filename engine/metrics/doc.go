@@ -21,6 +21,8 @@
 //	masqroute_connections                       gauge    HTTP/3 connections open now
 //	masqroute_connections_accepted_total        counter  connections accepted and served
 //	masqroute_connections_rejected_total        counter  connections closed at once at the connection limit
+//	masqroute_connections_refused_by_address_total{reason} counter  attempts refused before the handshake by client address: rate, concurrent, table_full
+//	masqroute_retries_total                     counter  Retries asked for to verify a client address (under load)
 //
 // Tunnels:
 //
@@ -59,6 +61,7 @@
 //	unknown_context    client datagram with a context ID other than 0
 //	oversize           over the payload limit, or refused by the kernel as too large (both ways)
 //	amplification      over the connection's byte budget toward targets (3× what the client sent + 64 KiB a second)
+//	rate_limited       over the tunnel's or the connection's datagrams/s or bytes/s toward targets
 //	send_error         the target socket failed to send it
 //	return_oversize    reply too large for the client's QUIC datagrams
 //	return_send_error  the QUIC connection refused the reply

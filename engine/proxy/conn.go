@@ -31,8 +31,9 @@ type proxyConn struct {
 	h3      *h3.Conn
 	h3ready atomic.Pointer[h3.Conn]
 	router  *engine.Router
-	sender  *sender    // replies to the client (sender.go)
-	amp     *ampBudget // bytes toward targets (amplification.go); nil: no bound
+	sender  *sender     // replies to the client (sender.go)
+	amp     *ampBudget  // bytes toward targets (amplification.go); nil: no bound
+	rate    *rateLimits // datagrams and bytes per second toward targets (ratelimit.go); nil: none
 	// datagrams: the client negotiated QUIC datagrams (RFC 9221), so
 	// replies go as datagrams rather than DATAGRAM capsules.
 	datagrams bool
@@ -81,6 +82,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		c.amp = newAmpBudget(int64(p.cfg.MaxAmplification), int64(p.cfg.AmplificationAllowance),
 			func() uint64 { return qc.ConnectionStats().BytesReceived })
 	}
+	c.rate = newRateLimits(p.cfg.RateConnDatagrams, p.cfg.RateConnBytes, p.cfg.RateBurst)
 	p.conns[c] = struct{}{}
 	p.connsWG.Add(1)
 	p.mu.Unlock()

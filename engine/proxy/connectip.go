@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/bufpool"
@@ -76,6 +77,10 @@ type IPConfig struct {
 	// advertises and enforces. Default: every address outside
 	// policy.InternalPrefixes (no loopback, private, link-local, ...).
 	Reachable []netip.Prefix
+	// Allow adds networks to the default Reachable (ignored where
+	// Reachable is set); Deny takes networks out of Reachable, whatever
+	// it is. The daemon passes its -allow and -deny.
+	Allow, Deny []netip.Prefix
 	// ReturnQueue is ignored.
 	//
 	// Deprecated: tunnels have no return ring any more; packets from the
@@ -145,8 +150,9 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 	}
 	n.reach = cfg.Reachable
 	if n.reach == nil {
-		n.reach = ipaddr.Complement(policy.InternalPrefixes())
+		n.reach = append(ipaddr.Complement(policy.InternalPrefixes()), cfg.Allow...)
 	}
+	n.reach = ipaddr.Subtract(n.reach, cfg.Deny)
 	go n.routineDeviceReceive()
 	return n, nil
 }
@@ -216,6 +222,9 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 		return nil, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
 			Details: "address pool exhausted", Err: err}
 	}
+	if n.p.cfg.IdleTimeout > 0 {
+		t.idle = time.AfterFunc(n.p.cfg.IdleTimeout, t.checkIdle)
+	}
 	return t, nil
 }
 
@@ -223,6 +232,10 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 // it assigns an address of each pool and publishes the tunnel under them.
 func (n *ipNet) newTunnel(s *engine.Session, req *Request, snd *sender, scope *ipaddr.Scope) (*ipTunnel, error) {
 	t := &ipTunnel{n: n, s: s, req: req, snd: snd, scope: scope}
+	t.rate = newRateLimits(n.p.cfg.RateTunnelDatagrams, n.p.cfg.RateTunnelBytes, n.p.cfg.RateBurst)
+	if req.conn != nil {
+		t.amp, t.connRate = req.conn.amp, req.conn.rate
+	}
 	var err error
 	if t.addr4, t.off4, err = n.pool4.Allocate(); err == nil {
 		t.addr6, t.off6, err = n.pool6.Allocate()

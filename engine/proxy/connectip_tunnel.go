@@ -55,6 +55,17 @@ type ipTunnel struct {
 	// HandleDatagrams's state (one executor worker at a time).
 	writes [][]byte
 	icmp   icmpLimiter // ICMP errors into the tunnel
+	// The tunnel's and the connection's rate limits (ratelimit.go) and
+	// the connection's amplification budget (amplification.go); nil:
+	// none. A packet's wire cost is its own length: it carries its IP
+	// header.
+	rate, connRate *rateLimits
+	amp            *ampBudget
+
+	// idle fires every Config.IdleTimeout (checkIdle); idleSeen is the
+	// packets either way it saw last time. Owned by the timer's function.
+	idle     *time.Timer
+	idleSeen uint64
 
 	// ICMP errors toward the network: Time Exceeded from the device
 	// reader, Packet Too Big from the sender.
@@ -221,6 +232,7 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 			w = append(w, pkt)
 		}
 	}
+	w = t.limit(w)
 	t.writes = w
 	if len(w) == 0 {
 		return
@@ -362,6 +374,9 @@ func (t *ipTunnel) icmpToNetwork(build func(from netip.Addr) ([]byte, error), v6
 // stream) by the sender, which folds the counters after the last one.
 func (t *ipTunnel) Close(reason error) {
 	t.closeOnce.Do(func() {
+		if t.idle != nil {
+			t.idle.Stop()
+		}
 		t.n.by4.CompareAndDelete(t.off4, t) // unpublish before release
 		t.n.by6.CompareAndDelete(t.off6, t)
 		t.closeBook()
@@ -393,4 +408,47 @@ func (l *icmpLimiter) allow() bool {
 	}
 	l.tokens--
 	return true
+}
+
+// limit cuts w to the rate limits and then to the amplification budget,
+// dropping and counting the rest.
+func (t *ipTunnel) limit(w [][]byte) [][]byte {
+	if len(w) == 0 {
+		return w
+	}
+	w, size := limitBatch(w, t.rate, t.connRate, &t.c.dropRateLimited)
+	if t.amp == nil || len(w) == 0 {
+		return w
+	}
+	if t.rate == nil && t.connRate == nil {
+		for _, p := range w {
+			size += int64(len(p))
+		}
+	}
+	if t.amp.take(size) {
+		return w
+	}
+	for i, p := range w { // the whole batch did not fit: keep what does, in order
+		if !t.amp.take(int64(len(p))) {
+			t.c.dropAmplification.Add(uint64(len(w) - i))
+			clear(w[i:])
+			return w[:i]
+		}
+	}
+	return w
+}
+
+// checkIdle runs on the idle timer: it ends a tunnel that carried no
+// packet either way since the last check, and looks again later otherwise.
+// It reads the tunnel's counters, so the data path pays nothing for it; a
+// tunnel ends between one and two IdleTimeouts after its last packet.
+func (t *ipTunnel) checkIdle() {
+	seen := t.c.toTarget.Load() + t.c.toClient.Load()
+	if seen != t.idleSeen {
+		t.idleSeen = seen
+		t.idle.Reset(t.n.p.cfg.IdleTimeout)
+		return
+	}
+	t.n.p.counters.tunnelIdleClosed.Add(1)
+	t.s.CloseWithError(ErrIdleTimeout)
 }

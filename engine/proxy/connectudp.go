@@ -93,8 +93,10 @@ func newUDPTunnel(p *Proxy, s *engine.Session, req *Request, conn *udpio.Conn, s
 		readK:   1,
 		done:    make(chan struct{}),
 	}
+	t.rate = newRateLimits(p.cfg.RateTunnelDatagrams, p.cfg.RateTunnelBytes, p.cfg.RateBurst)
 	if req.conn != nil {
 		t.amp = req.conn.amp
+		t.connRate = req.conn.rate
 	}
 	t.touch()
 	t.openBook(p)
@@ -160,7 +162,10 @@ type udpTunnel struct {
 	// writes is the scratch batch of HandleDatagrams.
 	writes [][]byte
 	amp    *ampBudget // the connection's bytes toward targets; nil: no bound
-	ovh    int64      // IP + UDP header bytes of one datagram to target
+	// rate and connRate: the tunnel's and the connection's rate limits
+	// toward targets (ratelimit.go); nil: none.
+	rate, connRate *rateLimits
+	ovh            int64 // IP + UDP header bytes of one datagram to target
 
 	// The read side (readReplies), owned by the socket's reader.
 	snd       *sender             // the connection's reply sender
@@ -201,6 +206,12 @@ func (t *udpTunnel) HandleDatagrams(batch [][]byte) {
 		default:
 			w = append(w, payload)
 			cost += int64(len(payload)) + t.ovh
+		}
+	}
+	if n := len(w); n > 0 {
+		var size int64
+		if w, size = limitBatch(w, t.rate, t.connRate, &t.c.dropRateLimited); len(w) < n {
+			cost = size + int64(len(w))*t.ovh
 		}
 	}
 	if len(w) > 0 && !t.amp.take(cost) {

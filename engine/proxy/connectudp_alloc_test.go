@@ -63,6 +63,7 @@ func TestUDPTunnelDoesNotAllocate(t *testing.T) {
 	// sent 1,200 bytes for each datagram: the budget's refill runs too.
 	var rx uint64
 	tun.amp = newAmpBudget(3, 0, func() uint64 { rx += 8 * 1200; return rx })
+	tun.connRate = newRateLimits(DefaultRateConnDatagrams, DefaultRateConnBytes, DefaultRateBurst) // and the rate check
 	batch := make([][]byte, 8)
 	for i := range batch {
 		batch[i] = append([]byte{0}, make([]byte, 1200)...) // context ID 0 + payload

@@ -94,6 +94,14 @@ type Config struct {
 	// MaxConns bounds concurrent connections; more are closed at once
 	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
 	MaxConns int
+	// MaxConnsPerAddr bounds concurrent connections from one client
+	// address (IPv4, or IPv6 /64), and NewConnsPerAddr new connections per
+	// second from one (burst: twice that), both before the handshake
+	// completes, on the transports ConfigureTransport sets up
+	// (addrlimit.go). Defaults DefaultMaxConnsPerAddr,
+	// DefaultNewConnsPerAddr; negative = no limit.
+	MaxConnsPerAddr int
+	NewConnsPerAddr float64
 	// HeaderTimeout bounds what a client can hold without a request: the
 	// time from a stream's arrival to its complete request head (or a
 	// unidirectional stream's type), and a tunnel request's wait for the
@@ -118,6 +126,19 @@ type Config struct {
 	// toward targets per window besides. Default
 	// DefaultAmplificationAllowance.
 	AmplificationAllowance int
+	// RateTunnelDatagrams and RateTunnelBytes bound what one tunnel sends
+	// toward its target per second (datagrams, and UDP payload or IP
+	// packet bytes); RateConnDatagrams and RateConnBytes what all of one
+	// connection's tunnels send together. Token buckets RateBurst deep;
+	// what exceeds is dropped and counted as rate_limited (ratelimit.go).
+	// Defaults DefaultRate*; negative = no limit.
+	RateTunnelDatagrams int64
+	RateTunnelBytes     int64
+	RateConnDatagrams   int64
+	RateConnBytes       int64
+	// RateBurst is the depth of every rate bucket, as time at its rate.
+	// Default DefaultRateBurst.
+	RateBurst time.Duration
 	// MaxCapsule bounds a capsule's value; a larger one resets the stream
 	// with H3_MESSAGE_ERROR. Default DefaultMaxCapsule.
 	MaxCapsule int
@@ -164,6 +185,7 @@ type Proxy struct {
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
+	addrs    *addrLimiter            // per client address (addrlimit.go); nil: no limits
 	byProto  map[string]*protoCounts // fixed by New
 	// maxCapsuleDatagram is the largest DATAGRAM capsule value a tunnel
 	// can use: the largest payload (UDP or IP) and a context ID.
@@ -231,6 +253,28 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.AmplificationAllowance <= 0 {
 		cfg.AmplificationAllowance = DefaultAmplificationAllowance
 	}
+	for _, r := range []struct {
+		v   *int64
+		def int64
+	}{
+		{&cfg.RateTunnelDatagrams, DefaultRateTunnelDatagrams},
+		{&cfg.RateTunnelBytes, DefaultRateTunnelBytes},
+		{&cfg.RateConnDatagrams, DefaultRateConnDatagrams},
+		{&cfg.RateConnBytes, DefaultRateConnBytes},
+	} {
+		if *r.v == 0 {
+			*r.v = r.def
+		}
+	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if cfg.NewConnsPerAddr == 0 {
+		cfg.NewConnsPerAddr = DefaultNewConnsPerAddr
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = DefaultRateBurst
+	}
 	if cfg.MaxCapsule <= 0 {
 		cfg.MaxCapsule = DefaultMaxCapsule
 	}
@@ -241,6 +285,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	for _, r := range []int64{cfg.RateTunnelBytes, cfg.RateConnBytes} {
+		if r > 0 && float64(r)*cfg.RateBurst.Seconds() < float64(cfg.MaxDatagramPayload) {
+			return nil, fmt.Errorf("masqroute: a byte rate of %d/s with a burst of %v cannot pass one %d-byte datagram", r, cfg.RateBurst, cfg.MaxDatagramPayload)
+		}
 	}
 	tmpl, err := template.Parse(cfg.UDPTemplate, "target_host", "target_port")
 	if err != nil {
@@ -255,6 +304,7 @@ func New(cfg Config) (*Proxy, error) {
 		live:      make(map[*tunnelCounters]struct{}),
 		udpBase:   udpio.Stats(),
 	}
+	p.addrs = newAddrLimiter(cfg.MaxConnsPerAddr, cfg.NewConnsPerAddr)
 	p.listenAddrs.Store(new([]netip.AddrPort))
 	if err := p.RefreshHostAddrs(); err != nil {
 		return nil, fmt.Errorf("masqroute: the host's addresses: %w", err)

@@ -57,6 +57,7 @@ type tunnelCounters struct {
 	dropUnknownContext  atomic.Uint64 // context ID other than 0
 	dropOversize        atomic.Uint64 // over MaxDatagramPayload, or refused by the kernel as too large
 	dropAmplification   atomic.Uint64 // over the connection's byte budget toward targets (amplification.go)
+	dropRateLimited     atomic.Uint64 // over the tunnel's or the connection's rate toward targets (ratelimit.go)
 	dropSendError       atomic.Uint64 // the target socket failed
 	dropReturnOversize  atomic.Uint64 // reply too large for the client's QUIC datagrams
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
@@ -111,6 +112,7 @@ var tunnelFields = [...]struct {
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropUnknownContext }, func(s *Stats) *uint64 { return &s.DropUnknownContext }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropOversize }, func(s *Stats) *uint64 { return &s.DropOversize }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropAmplification }, func(s *Stats) *uint64 { return &s.DropAmplification }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropRateLimited }, func(s *Stats) *uint64 { return &s.DropRateLimited }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropSendError }, func(s *Stats) *uint64 { return &s.DropSendError }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnOversize }, func(s *Stats) *uint64 { return &s.DropReturnOversize }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnSendError }, func(s *Stats) *uint64 { return &s.DropReturnSendError }},
@@ -187,37 +189,43 @@ func (v *counterVec) snapshot() map[int]uint64 {
 
 // Stats is a snapshot of a proxy's counters, for /metrics and tests.
 type Stats struct {
-	Conns               int64             // connections now
-	ConnsAccepted       uint64            // connections served
-	ConnsRejected       uint64            // connections refused at MaxConns
-	Tunnels             int64             // tunnels now (pending and active)
-	TunnelsOpened       uint64            // tunnels that got a 2xx
-	Rejected            map[int]uint64    // refused requests by status (0: other)
-	AuthRefused         map[string]uint64 // authentication refusals by reason (AuthTokenMissing, ...)
-	RefusedPolicy       uint64            // of those: 403 by target policy
-	FailedDNS           uint64            // of those: 502 by DNS failure or timeout
-	FailedDial          uint64            // of those: 502 because no socket could be opened
-	IdleClosed          uint64            // tunnels ended by the idle timeout
-	CapsuleDatagrams    uint64            // datagrams that arrived in DATAGRAM capsules
-	CapsuleErrors       uint64            // malformed or oversize capsules (stream reset)
-	DatagramErrors      uint64            // unparsable HTTP/3 datagrams (connection closed)
-	ToTarget            uint64            // UDP datagrams written to targets
-	ToTargetBytes       uint64            // ... and their payload bytes
-	ToClient            uint64            // datagrams sent back to clients
-	ToClientBytes       uint64            // ... and their payload bytes
-	DropMalformed       uint64            // client datagrams without a parsable context ID
-	DropUnknownContext  uint64            // client datagrams with a context ID other than 0
-	DropOversize        uint64            // datagrams over MaxDatagramPayload or refused as too large, both ways
-	DropAmplification   uint64            // client datagrams over their connection's byte budget toward targets
-	DropSendError       uint64            // client datagrams the target socket failed to send
-	DropReturnOversize  uint64            // replies too large for the client connection
-	DropReturnSendError uint64            // replies the QUIC connection refused
-	DropReturnQueueFull uint64            // replies dropped because the connection's reply ring was full
-	DropReturnClosed    uint64            // replies still queued when their connection ended
-	DropTeardown        uint64            // datagrams discarded because their tunnel or the proxy was ending
-	TargetUnreachable   uint64            // ICMP errors reported by target sockets
-	Router              engine.Stats      // every connection's router, summed (ended ones included)
-	DataPath            DataPathStats     // wake-ups, system calls and batches of the data path
+	Conns         int64  // connections now
+	ConnsAccepted uint64 // connections served
+	ConnsRejected uint64 // connections refused at MaxConns
+	// Connection attempts refused by client address before their
+	// handshake (addrlimit.go): over NewConnsPerAddr, over
+	// MaxConnsPerAddr, or a new address with the table full; and Retries
+	// asked for.
+	AddrRefusedRate, AddrRefusedConcurrent, AddrRefusedTableFull, AddrRetries uint64
+	Tunnels                                                                   int64             // tunnels now (pending and active)
+	TunnelsOpened                                                             uint64            // tunnels that got a 2xx
+	Rejected                                                                  map[int]uint64    // refused requests by status (0: other)
+	AuthRefused                                                               map[string]uint64 // authentication refusals by reason (AuthTokenMissing, ...)
+	RefusedPolicy                                                             uint64            // of those: 403 by target policy
+	FailedDNS                                                                 uint64            // of those: 502 by DNS failure or timeout
+	FailedDial                                                                uint64            // of those: 502 because no socket could be opened
+	IdleClosed                                                                uint64            // tunnels ended by the idle timeout
+	CapsuleDatagrams                                                          uint64            // datagrams that arrived in DATAGRAM capsules
+	CapsuleErrors                                                             uint64            // malformed or oversize capsules (stream reset)
+	DatagramErrors                                                            uint64            // unparsable HTTP/3 datagrams (connection closed)
+	ToTarget                                                                  uint64            // UDP datagrams written to targets
+	ToTargetBytes                                                             uint64            // ... and their payload bytes
+	ToClient                                                                  uint64            // datagrams sent back to clients
+	ToClientBytes                                                             uint64            // ... and their payload bytes
+	DropMalformed                                                             uint64            // client datagrams without a parsable context ID
+	DropUnknownContext                                                        uint64            // client datagrams with a context ID other than 0
+	DropOversize                                                              uint64            // datagrams over MaxDatagramPayload or refused as too large, both ways
+	DropAmplification                                                         uint64            // client datagrams over their connection's byte budget toward targets
+	DropRateLimited                                                           uint64            // client datagrams over their tunnel's or connection's rate toward targets
+	DropSendError                                                             uint64            // client datagrams the target socket failed to send
+	DropReturnOversize                                                        uint64            // replies too large for the client connection
+	DropReturnSendError                                                       uint64            // replies the QUIC connection refused
+	DropReturnQueueFull                                                       uint64            // replies dropped because the connection's reply ring was full
+	DropReturnClosed                                                          uint64            // replies still queued when their connection ended
+	DropTeardown                                                              uint64            // datagrams discarded because their tunnel or the proxy was ending
+	TargetUnreachable                                                         uint64            // ICMP errors reported by target sockets
+	Router                                                                    engine.Stats      // every connection's router, summed (ended ones included)
+	DataPath                                                                  DataPathStats     // wake-ups, system calls and batches of the data path
 
 	// By tunnel kind (protocol): tunnels now, and tunnels that got a 2xx.
 	TunnelsByProtocol map[string]int64
@@ -293,6 +301,10 @@ func (p *Proxy) Stats() Stats {
 		st.IPAddressRequests = n.c.addressRequests.Load()
 		st.IPMTUAborts = n.c.mtuAborts.Load()
 		st.IPAddressesInUse = n.pool4.InUse() + n.pool6.InUse()
+	}
+	if l := p.addrs; l != nil {
+		st.AddrRefusedRate, st.AddrRefusedConcurrent = l.refusedRate.Load(), l.refusedConcurrent.Load()
+		st.AddrRefusedTableFull, st.AddrRetries = l.refusedTable.Load(), l.retries.Load()
 	}
 	return st
 }

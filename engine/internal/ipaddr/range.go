@@ -75,6 +75,26 @@ func Complement(excluded []netip.Prefix) []netip.Prefix {
 	return out
 }
 
+// Subtract is ps without the addresses of excluded, as the fewest
+// prefixes that cover what is left.
+func Subtract(ps, excluded []netip.Prefix) []netip.Prefix {
+	if len(excluded) == 0 {
+		return ps
+	}
+	var rs []Range
+	for _, p := range ps {
+		rs = append(rs, PrefixRange(p))
+	}
+	for _, x := range excluded {
+		rs = subtract(rs, PrefixRange(x))
+	}
+	var out []netip.Prefix
+	for _, r := range Merge(rs) {
+		out = append(out, prefixes(r)...)
+	}
+	return out
+}
+
 // subtract removes x from every range of rs.
 func subtract(rs []Range, x Range) []Range {
 	var out []Range

@@ -1,0 +1,100 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/stretchr/testify/require"
+
+	"github.com/masqroute/masqroute/engine/proxy"
+)
+
+// startProxyTransport serves p on an explicit quic.Transport on loopback,
+// configured by ConfigureTransport, as the daemon does. It returns the
+// address.
+func startProxyTransport(t *testing.T, cfg proxy.Config) (*proxy.Proxy, string) {
+	t.Helper()
+	cfg.Policy = loopbackPolicy(t)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	p, err := proxy.New(cfg)
+	require.NoError(t, err)
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	tr := &quic.Transport{Conn: udp}
+	p.ConfigureTransport(tr)
+	tlsConf := p.TLSConfig(loopbackCert(t).ServerTLS())
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	ln, err := tr.Listen(tlsConf, p.QUICConfig(&quic.Config{MaxIdleTimeout: 5 * time.Second}))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		p.Close()
+		ln.Close()
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+		tr.Close()
+		udp.Close()
+	})
+	return p, udp.LocalAddr().String()
+}
+
+func dialQUIC(t *testing.T, addr string) (*quic.Conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, addr, clientTLS(t), &quic.Config{EnableDatagrams: true, MaxIdleTimeout: 5 * time.Second})
+	if err == nil {
+		t.Cleanup(func() { qc.CloseWithError(0, "") })
+	}
+	return qc, err
+}
+
+// Concurrent connections from one address (all of these come from
+// 127.0.0.1) are refused before the handshake completes once at the
+// limit; a closed one makes room again.
+func TestAddrConcurrentLimit(t *testing.T) {
+	p, addr := startProxyTransport(t, proxy.Config{MaxConnsPerAddr: 2, NewConnsPerAddr: 1000})
+	first, err := dialQUIC(t, addr)
+	require.NoError(t, err)
+	_, err = dialQUIC(t, addr)
+	require.NoError(t, err)
+	_, err = dialQUIC(t, addr)
+	var te *quic.TransportError
+	require.ErrorAs(t, err, &te, "the third is refused in the handshake")
+	require.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+	require.Positive(t, p.Stats().AddrRefusedConcurrent) // one per Initial quic-go handles: a client may send more than one
+
+	first.CloseWithError(0, "")
+	require.Eventually(t, func() bool {
+		_, err := dialQUIC(t, addr)
+		return err == nil
+	}, 5*time.Second, 50*time.Millisecond, "room again once one closed")
+}
+
+// New connections per second from one address: past half the burst the
+// client is asked for a Retry (and passes it), past the burst it is
+// refused.
+func TestAddrNewConnRate(t *testing.T) {
+	p, addr := startProxyTransport(t, proxy.Config{MaxConnsPerAddr: -1, NewConnsPerAddr: 1}) // burst 2
+	_, err := dialQUIC(t, addr)
+	require.NoError(t, err)
+	_, err = dialQUIC(t, addr)
+	require.NoError(t, err, "the second passes, after a Retry")
+	_, err = dialQUIC(t, addr)
+	var te *quic.TransportError
+	require.ErrorAs(t, err, &te)
+	require.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+	st := p.Stats()
+	require.Positive(t, st.AddrRefusedRate)
+	require.Positive(t, st.AddrRetries)
+	require.EqualValues(t, 2, st.ConnsAccepted, "the refused one never reached the proxy")
+}
