@@ -266,11 +266,21 @@ func TestDefaultPolicyRefusesLoopback(t *testing.T) {
 }
 
 // TestGopsAgent: -gops starts the agent (its port file names this process)
-// and shutdown stops it.
+// and shutdown stops it; outside -dev it is off unless asked for.
 func TestGopsAgent(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("GOPS_CONFIG_DIR", dir)
-	d := startDaemon(t, "-self-signed", "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "")
+	cfg, err := parseServeFlags([]string{"-self-signed"}, io.Discard)
+	require.NoError(t, err)
+	require.False(t, cfg.gops, "off by default outside -dev")
+	cfg, err = parseServeFlags([]string{"-dev"}, io.Discard)
+	require.NoError(t, err)
+	require.True(t, cfg.gops, "on by default with -dev")
+	cfg, err = parseServeFlags([]string{"-dev", "-gops=false"}, io.Discard)
+	require.NoError(t, err)
+	require.False(t, cfg.gops)
+
+	d := startDaemon(t, "-self-signed", "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "", "-gops")
 	require.Equal(t, "true", d.logValue(t, "gops"))
 	portFile := filepath.Join(dir, strconv.Itoa(os.Getpid()))
 	port, err := os.ReadFile(portFile)
