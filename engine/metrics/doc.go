@@ -14,6 +14,11 @@
 // A counter series is never reported lower than it was in an earlier scrape
 // (Prometheus would take that for a restart).
 //
+// Two more collectors go beside it: NewBuildInfo (the build_info gauge,
+// 1 with version, commit and goversion labels) and NewTunnelSetup (the
+// tunnel_setup_duration_seconds histogram, by kind and result, fed by
+// proxy.Hooks.TunnelSetup).
+//
 // # Metrics
 //
 // Connections:
