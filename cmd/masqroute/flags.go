@@ -72,6 +72,13 @@ type serveConfig struct {
 	pprof   string
 	gops    bool
 
+	// Observability (observe.go, tunnellog.go).
+	debugListen          string
+	blockProfileRate     int
+	mutexProfileFraction int
+	qlogDir              string
+	tunnelLogRate        float64
+
 	logLevel        slog.Level
 	logFormat       string
 	shutdownTimeout time.Duration
@@ -144,7 +151,14 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.denyPorts, "deny-ports", "", "comma-separated target `ports or ranges` to refuse")
 	fs.StringVar(&c.metrics, "metrics", "127.0.0.1:9464", "TCP `address` serving Prometheus /metrics (empty: off)")
 	fs.StringVar(&c.pprof, "pprof", "127.0.0.1:6060", "TCP `address` serving net/http/pprof under /debug/pprof/ (empty: off)")
-	fs.BoolVar(&c.gops, "gops", true, "start the gops agent (gops stack|stats|trace PID)")
+	fs.BoolVar(&c.gops, "gops", false, "start the gops agent, which listens on a loopback port (go tool gops stack|stats|trace PID);\n"+
+		"on by default with -dev only")
+	fs.StringVar(&c.debugListen, "debug-listen", "", "TCP `address` serving /metrics, /debug/pprof/ and /debug/tunnels on one listener (empty: off)")
+	fs.IntVar(&c.blockProfileRate, "block-profile-rate", 0, "runtime.SetBlockProfileRate: sample one blocking event per this many `nanoseconds` blocked (0: off)")
+	fs.IntVar(&c.mutexProfileFraction, "mutex-profile-fraction", 0, "runtime.SetMutexProfileFraction: sample 1 in this many mutex contention events (0: off)")
+	fs.StringVar(&c.qlogDir, "qlog", "", "write a qlog trace of every QUIC connection into this `directory` (heavy; for debugging)")
+	fs.Float64Var(&c.tunnelLogRate, "tunnel-log-rate", 100, "at most this many `lines` a second of the one-per-tunnel INFO lines (tunnel ended, tunnel refused);\n"+
+		"the rest are counted in the next line's suppressed (0: none)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format` on stderr: text (key=value) or json, one record a line")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may go on before they are cut")
@@ -168,6 +182,11 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.version {
 		return c, nil
 	}
+	gopsSet := false
+	fs.Visit(func(f *flag.Flag) { gopsSet = gopsSet || f.Name == "gops" })
+	if !gopsSet {
+		c.gops = c.dev // the agent opens a port: only where asked, or in -dev
+	}
 	bad := func(msg string) (*serveConfig, error) { return nil, badUsage(fs.Name(), "%s", msg) }
 	switch {
 	case c.ringSize < 1 || c.pendingBuffer < 1 || c.holdTimeout <= 0:
@@ -184,6 +203,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		return bad("-dev-dir is for a self-signed certificate; it cannot go with -cert")
 	case c.devDir != "" && c.writeCA != "":
 		return bad("-dev-dir writes the CA to DIR/ca.pem; it cannot go with -write-ca")
+	case c.blockProfileRate < 0 || c.mutexProfileFraction < 0 || c.tunnelLogRate < 0:
+		return bad("-block-profile-rate, -mutex-profile-fraction and -tunnel-log-rate cannot be negative")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return bad("-log-format must be text or json")
 	case c.devDir != "" && !c.selfSigned && !c.dev:

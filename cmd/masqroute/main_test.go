@@ -216,8 +216,8 @@ func TestDevModeEndToEnd(t *testing.T) {
 	// The proxy counted it.
 	code, body := get(t, metricsURL)
 	require.Equal(t, http.StatusOK, code)
-	require.GreaterOrEqual(t, metricValue(t, body, "masqroute_tunnels_opened_total"), 2.0)
-	require.Equal(t, 1.0, metricValue(t, body, `masqroute_tunnels_kind_opened_total{protocol="connect-ip"}`))
+	require.GreaterOrEqual(t, metricValue(t, body, `masqroute_tunnels_opened_total{kind="connect-udp"}`), 1.0)
+	require.Equal(t, 1.0, metricValue(t, body, `masqroute_tunnels_opened_total{kind="connect-ip"}`))
 	require.GreaterOrEqual(t, metricValue(t, body, "masqroute_connections_accepted_total"), 1.0)
 	require.GreaterOrEqual(t, metricValue(t, body, `masqroute_datagrams_total{direction="to_target"}`), float64(received))
 	require.GreaterOrEqual(t, metricValue(t, body, `masqroute_datagrams_total{direction="to_client"}`), float64(received))
@@ -266,11 +266,21 @@ func TestDefaultPolicyRefusesLoopback(t *testing.T) {
 }
 
 // TestGopsAgent: -gops starts the agent (its port file names this process)
-// and shutdown stops it.
+// and shutdown stops it; outside -dev it is off unless asked for.
 func TestGopsAgent(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("GOPS_CONFIG_DIR", dir)
-	d := startDaemon(t, "-self-signed", "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "")
+	cfg, err := parseServeFlags([]string{"-self-signed"}, io.Discard)
+	require.NoError(t, err)
+	require.False(t, cfg.gops, "off by default outside -dev")
+	cfg, err = parseServeFlags([]string{"-dev"}, io.Discard)
+	require.NoError(t, err)
+	require.True(t, cfg.gops, "on by default with -dev")
+	cfg, err = parseServeFlags([]string{"-dev", "-gops=false"}, io.Discard)
+	require.NoError(t, err)
+	require.False(t, cfg.gops)
+
+	d := startDaemon(t, "-self-signed", "-listen", "127.0.0.1:0", "-metrics", "", "-pprof", "", "-gops")
 	require.Equal(t, "true", d.logValue(t, "gops"))
 	portFile := filepath.Join(dir, strconv.Itoa(os.Getpid()))
 	port, err := os.ReadFile(portFile)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -22,7 +23,8 @@ import (
 )
 
 // observer serves what lets a person look inside the daemon: Prometheus
-// metrics, pprof, and the gops agent. Each is optional.
+// metrics, pprof, the tunnel list, and the gops agent. Each is optional;
+// -debug-listen serves the first three on one listener.
 type observer struct {
 	log *slog.Logger // without a component: each server adds its own
 
@@ -30,46 +32,66 @@ type observer struct {
 	metricsAddr net.Addr // nil when off
 	pprofSrv    *http.Server
 	pprofAddr   net.Addr // nil when off
+	debugSrv    *http.Server
+	debugAddr   net.Addr // nil when off
 	gops        bool     // the agent is listening
 
 	wg sync.WaitGroup // one per http.Server.Serve
 }
 
-// startObserver binds the metrics and pprof listeners (so a busy port fails
-// the start) and starts the gops agent; a gops failure is only logged.
-func startObserver(cfg *serveConfig, p *proxy.Proxy, log *slog.Logger) (*observer, error) {
+// startObserver binds the metrics, pprof and debug listeners (so a busy
+// port fails the start) and starts the gops agent; a gops failure is only
+// logged. extra are collectors registered beside the proxy's (build info,
+// histograms).
+func startObserver(cfg *serveConfig, p *proxy.Proxy, extra []prometheus.Collector, log *slog.Logger) (*observer, error) {
 	o := &observer{log: log}
-	if cfg.metrics != "" {
+	if cfg.blockProfileRate > 0 {
+		runtime.SetBlockProfileRate(cfg.blockProfileRate)
+	}
+	if cfg.mutexProfileFraction > 0 {
+		runtime.SetMutexProfileFraction(cfg.mutexProfileFraction)
+	}
+	var metricsHandler http.Handler
+	if cfg.metrics != "" || cfg.debugListen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(
 			metrics.NewCollector(p),
 			collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		)
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		srv, addr, err := o.serveHTTP("metrics", cfg.metrics, mux)
+		reg.MustRegister(extra...)
+		metricsHandler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	}
+	start := func(what, addr string, mux *http.ServeMux) (*http.Server, net.Addr, error) {
+		srv, a, err := o.serveHTTP(what, addr, mux)
 		if err != nil {
 			o.close(context.Background())
+		}
+		return srv, a, err
+	}
+	var err error
+	if cfg.metrics != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler)
+		if o.metricsSrv, o.metricsAddr, err = start("metrics", cfg.metrics, mux); err != nil {
 			return nil, err
 		}
-		o.metricsSrv, o.metricsAddr = srv, addr
 	}
 	if cfg.pprof != "" {
-		// Its own mux: importing net/http/pprof also registers the
-		// handlers on http.DefaultServeMux, which nothing here serves.
 		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		srv, addr, err := o.serveHTTP("pprof", cfg.pprof, mux)
-		if err != nil {
-			o.close(context.Background())
+		handlePprof(mux)
+		if o.pprofSrv, o.pprofAddr, err = start("pprof", cfg.pprof, mux); err != nil {
 			return nil, err
 		}
-		o.pprofSrv, o.pprofAddr = srv, addr
+	}
+	if cfg.debugListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler)
+		handlePprof(mux)
+		mux.Handle("/debug/tunnels", tunnelsHandler(p))
+		if o.debugSrv, o.debugAddr, err = start("debug-listen", cfg.debugListen, mux); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.gops {
 		// The daemon handles signals itself: no ShutdownCleanup, which
@@ -81,6 +103,17 @@ func startObserver(cfg *serveConfig, p *proxy.Proxy, log *slog.Logger) (*observe
 		}
 	}
 	return o, nil
+}
+
+// handlePprof mounts net/http/pprof under /debug/pprof/ on mux (its own
+// mux: importing net/http/pprof also registers the handlers on
+// http.DefaultServeMux, which nothing here serves).
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // serveHTTP listens on addr and serves h there on its own goroutine.
@@ -105,7 +138,7 @@ func (o *observer) serveHTTP(what, addr string, h http.Handler) (*http.Server, n
 // close stops the HTTP servers (letting requests in flight finish within
 // ctx, then cutting them) and the gops agent.
 func (o *observer) close(ctx context.Context) {
-	for _, srv := range []*http.Server{o.metricsSrv, o.pprofSrv} {
+	for _, srv := range []*http.Server{o.metricsSrv, o.pprofSrv, o.debugSrv} {
 		if srv == nil {
 			continue
 		}
@@ -126,6 +159,14 @@ func (o *observer) metricsURL() string {
 		return ""
 	}
 	return "http://" + dialable(o.metricsAddr.String()) + "/metrics"
+}
+
+// debugURL is the -debug-listen root, "" when off.
+func (o *observer) debugURL() string {
+	if o.debugAddr == nil {
+		return ""
+	}
+	return "http://" + dialable(o.debugAddr.String()) + "/"
 }
 
 // pprofURL is the pprof index, "" when off.

@@ -15,10 +15,12 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/masqroute/masqroute/engine/echo"
+	"github.com/masqroute/masqroute/engine/metrics"
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
@@ -71,7 +73,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer signal.Stop(hup)
 	gcPercent, memLimit := cfg.gc.logValues()
 	log.Info("started", "listen", d.ln.Addr().String(), "metrics", d.obs.metricsURL(),
-		"pprof", d.obs.pprofURL(), "gops", d.obs.gops, "dev", cfg.dev, "version", buildVersion(),
+		"pprof", d.obs.pprofURL(), "debug", d.obs.debugURL(), "gops", d.obs.gops, "dev", cfg.dev, "version", buildVersion(),
 		"workers", cfg.workers, "gc_percent", gcPercent, "memory_limit", memLimit)
 	if cfg.dev {
 		d.printBanner(stdout)
@@ -129,7 +131,13 @@ func (d *daemon) start() error {
 		}
 		return err
 	}
-	d.proxy, err = proxy.New(cfg.proxyConfig(pol, ipCfg, auth, d.base.With("component", "proxy")))
+	pcfg := cfg.proxyConfig(pol, ipCfg, auth, d.base.With("component", "proxy"))
+	tl := newTunnelLog(d.base, cfg.tunnelLogRate)
+	setup := metrics.NewTunnelSetup()
+	pcfg.Hooks = proxy.Hooks{TunnelEnded: tl.ended, Refused: tl.refused, TunnelSetup: setup.Observe}
+	version, rev, goVersion := buildInfo()
+	collectors := []prometheus.Collector{metrics.NewBuildInfo(version, rev, goVersion), setup}
+	d.proxy, err = proxy.New(pcfg)
 	if err != nil {
 		if ipCfg != nil {
 			ipCfg.Device.Close()
@@ -153,13 +161,21 @@ func (d *daemon) start() error {
 	}
 	tlsConf = d.proxy.TLSConfig(tlsConf) // -client-ca
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	if d.ln, err = d.listen(tlsConf); err != nil {
+	var qconf *quic.Config
+	if cfg.qlogDir != "" {
+		if err := os.MkdirAll(cfg.qlogDir, 0o755); err != nil {
+			return fmt.Errorf("-qlog: %w", err)
+		}
+		qconf = &quic.Config{Tracer: qlogTracer(cfg.qlogDir, d.base)}
+		d.log.Warn("qlog on: a trace file per connection", "dir", cfg.qlogDir)
+	}
+	if d.ln, err = d.listen(tlsConf, qconf); err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.listen, err)
 	}
 	d.served = make(chan error, 1)
 	go func() { d.served <- d.proxy.Serve(d.ln) }()
 
-	if d.obs, err = startObserver(cfg, d.proxy, d.base); err != nil {
+	if d.obs, err = startObserver(cfg, d.proxy, collectors, d.base); err != nil {
 		return err
 	}
 	if cfg.dev {
@@ -317,7 +333,7 @@ func (d *daemon) close(ctx context.Context) {
 // limit connections per client address before their handshake
 // (proxy.ConfigureTransport). Closing the listener leaves the transport
 // and its socket open: close closes them after it.
-func (d *daemon) listen(tlsConf *tls.Config) (*quic.Listener, error) {
+func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) (*quic.Listener, error) {
 	ua, err := net.ResolveUDPAddr("udp", d.cfg.listen)
 	if err != nil {
 		return nil, err
@@ -328,7 +344,7 @@ func (d *daemon) listen(tlsConf *tls.Config) (*quic.Listener, error) {
 	}
 	d.tr = &quic.Transport{Conn: udp}
 	d.proxy.ConfigureTransport(d.tr)
-	ln, err := d.tr.Listen(tlsConf, d.proxy.QUICConfig(nil))
+	ln, err := d.tr.Listen(tlsConf, d.proxy.QUICConfig(qconf))
 	if err != nil {
 		d.tr.Close()
 		udp.Close()

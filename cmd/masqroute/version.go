@@ -16,7 +16,14 @@ var commit string
 // version, commit, Go version and platform. It says "unknown" for what the
 // build did not record rather than guess.
 func versionString(bi *debug.BuildInfo, ok bool, stamped string) string {
-	version, rev, goVersion := "unknown", "unknown", runtime.Version()
+	version, rev, goVersion := buildFields(bi, ok, stamped)
+	return fmt.Sprintf("masqroute %s commit %s %s %s/%s", version, rev, goVersion, runtime.GOOS, runtime.GOARCH)
+}
+
+// buildFields are the module version, commit and Go version of a build,
+// "unknown" where it recorded none: for -version and masqroute_build_info.
+func buildFields(bi *debug.BuildInfo, ok bool, stamped string) (version, rev, goVersion string) {
+	version, rev, goVersion = "unknown", "unknown", runtime.Version()
 	if ok && bi != nil {
 		if bi.Main.Version != "" {
 			version = bi.Main.Version // "(devel)" for a build from a checkout
@@ -43,11 +50,17 @@ func versionString(bi *debug.BuildInfo, ok bool, stamped string) string {
 	if stamped != "" {
 		rev = stamped
 	}
-	return fmt.Sprintf("masqroute %s commit %s %s %s/%s", version, rev, goVersion, runtime.GOOS, runtime.GOARCH)
+	return version, rev, goVersion
 }
 
 // buildVersion is versionString for this binary.
 func buildVersion() string {
 	bi, ok := debug.ReadBuildInfo()
 	return versionString(bi, ok, commit)
+}
+
+// buildInfo is buildFields for this binary.
+func buildInfo() (version, rev, goVersion string) {
+	bi, ok := debug.ReadBuildInfo()
+	return buildFields(bi, ok, commit)
 }

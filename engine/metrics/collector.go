@@ -120,11 +120,28 @@ func vector(typ prometheus.ValueType, name, help, label string, series ...labell
 // they happen.
 var refusalStatuses = []int{400, 401, 403, 404, 405, 407, 500, 501, 502, 503}
 
-// rejectedByStatus reads proxy.Stats.Rejected: the known statuses always,
-// then any other in ascending order, status 0 as "other".
+// rejectedByStatus reads proxy.Stats.Rejected as series labelled status
+// and reason: the known statuses always, then any other in ascending order,
+// status 0 as "other". 403 splits into reason "policy" (the target policy)
+// and "other", 502 into "dns", "dial" and "other"; every other status has
+// reason "other" only. A part is read after the total, so the remainder is
+// clamped at 0 rather than go negative for an instant.
 func rejectedByStatus(st *proxy.Stats, emit emitFunc) {
+	one := func(s int, label string) {
+		total := st.Rejected[s]
+		switch s {
+		case 403:
+			emit(float64(st.RefusedPolicy), label, "policy")
+			total = sub(total, st.RefusedPolicy)
+		case 502:
+			emit(float64(st.FailedDNS), label, "dns")
+			emit(float64(st.FailedDial), label, "dial")
+			total = sub(total, st.FailedDNS+st.FailedDial)
+		}
+		emit(float64(total), label, "other")
+	}
 	for _, s := range refusalStatuses {
-		emit(float64(st.Rejected[s]), strconv.Itoa(s))
+		one(s, strconv.Itoa(s))
 	}
 	extra := make([]int, 0, len(st.Rejected))
 	for s := range st.Rejected {
@@ -134,9 +151,17 @@ func rejectedByStatus(st *proxy.Stats, emit emitFunc) {
 	}
 	sort.Ints(extra)
 	for _, s := range extra {
-		emit(float64(st.Rejected[s]), strconv.Itoa(s))
+		one(s, strconv.Itoa(s))
 	}
-	emit(float64(st.Rejected[0]), "other")
+	one(0, "other")
+}
+
+// sub is a - b, or 0 when b is larger.
+func sub(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
 }
 
 func isRefusalStatus(s int) bool {
@@ -171,11 +196,20 @@ func families() []family {
 		// Tunnels.
 		gauge("tunnels_active", "Tunnels live now, being set up or open.",
 			func(s *st) float64 { return float64(s.Tunnels) }),
-		counter("tunnels_opened_total", "Tunnel requests answered with a 2xx status.",
-			func(s *st) uint64 { return s.TunnelsOpened }),
+		{
+			desc: newDesc("tunnels_opened_total", "Tunnel requests answered with a 2xx status, by kind (the request's :protocol).", "kind"),
+			typ:  prometheus.CounterValue,
+			read: func(s *st, emit emitFunc) {
+				for _, kind := range sortedKeys(s.OpenedByProtocol) {
+					emit(float64(s.OpenedByProtocol[kind]), kind)
+				}
+			},
+		},
 		{
 			desc: newDesc("tunnels_rejected_total",
-				"Requests the proxy refused, by HTTP status (other: a status outside the usual refusals).", "status"),
+				"Requests the proxy refused, by HTTP status and reason: policy (403, target forbidden), dns (502, the name did not resolve in time), "+
+					"dial (502, no socket to the target), other (every other refusal; status other: a status outside the usual refusals).",
+				"status", "reason"),
 			typ:  prometheus.CounterValue,
 			read: rejectedByStatus,
 		},
@@ -189,43 +223,26 @@ func families() []family {
 				}
 			},
 		},
-		counter("tunnels_refused_by_policy_total",
-			"Requests refused with 403 because the target policy forbids the resolved target address.",
-			func(s *st) uint64 { return s.RefusedPolicy }),
-		counter("tunnels_dns_failures_total",
-			"Requests answered 502 because the target name did not resolve, or not in time.",
-			func(s *st) uint64 { return s.FailedDNS }),
-		counter("tunnels_dial_failures_total",
-			"Requests answered 502 because no UDP socket to the target could be opened.",
-			func(s *st) uint64 { return s.FailedDial }),
 		counter("tunnels_idle_closed_total", "Tunnels closed by the idle timeout.",
 			func(s *st) uint64 { return s.IdleClosed }),
 		{
-			desc: newDesc("tunnels_kind_active", "Tunnels live now, by kind (:protocol).", "protocol"),
+			desc: newDesc("tunnels_open", "Tunnels open now (answered 2xx and not yet ended), by kind (the request's :protocol).", "kind"),
 			typ:  prometheus.GaugeValue,
 			read: func(s *st, emit emitFunc) {
-				for _, proto := range sortedKeys(s.TunnelsByProtocol) {
-					emit(float64(s.TunnelsByProtocol[proto]), proto)
-				}
-			},
-		},
-		{
-			desc: newDesc("tunnels_kind_opened_total", "Tunnel requests answered 2xx, by kind (:protocol).", "protocol"),
-			typ:  prometheus.CounterValue,
-			read: func(s *st, emit emitFunc) {
-				for _, proto := range sortedKeys(s.OpenedByProtocol) {
-					emit(float64(s.OpenedByProtocol[proto]), proto)
+				for _, kind := range sortedKeys(s.TunnelsByProtocol) {
+					emit(float64(s.TunnelsByProtocol[kind]), kind)
 				}
 			},
 		},
 
 		// Datagrams.
 		vector(prometheus.CounterValue, "datagrams_total",
-			"UDP datagrams carried: to_target written to targets, to_client sent back to clients.", "direction",
+			"Datagrams carried, CONNECT-UDP payloads and CONNECT-IP packets alike: to_target written to targets (or the CONNECT-IP network), "+
+				"to_client sent back to clients.", "direction",
 			labelled{"to_target", func(s *st) uint64 { return s.ToTarget }},
 			labelled{"to_client", func(s *st) uint64 { return s.ToClient }}),
 		vector(prometheus.CounterValue, "bytes_total",
-			"UDP payload bytes carried, by direction (to_target, to_client).", "direction",
+			"Bytes of those datagrams (UDP payloads, whole IP packets for CONNECT-IP), by direction (to_target, to_client).", "direction",
 			labelled{"to_target", func(s *st) uint64 { return s.ToTargetBytes }},
 			labelled{"to_client", func(s *st) uint64 { return s.ToClientBytes }}),
 		counter("capsule_datagrams_total",

@@ -200,7 +200,9 @@ func TestCollectorIdleProxy(t *testing.T) {
 		"capsule_error", "datagram_error",
 		"ip_source", "ip_scope", "ip_hop_limit", "ip_no_tunnel", "ip_return_closed", "ip_network_malformed",
 	}, reasons)
-	require.Equal(t, 11, testutil.CollectAndCount(c, "masqroute_tunnels_rejected_total"))
+	// 11 statuses with reason other, and policy (403), dns and dial (502).
+	require.Equal(t, 14, testutil.CollectAndCount(c, "masqroute_tunnels_rejected_total"))
+	require.Equal(t, 1, testutil.CollectAndCount(c, "masqroute_tunnels_opened_total"), "connect-udp, at 0")
 	for name, mf := range fams {
 		for _, m := range mf.GetMetric() {
 			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
@@ -251,9 +253,10 @@ func TestCollectorCountsTraffic(t *testing.T) {
 	require.Equal(t, 1.0, value(t, fams, "masqroute_connections"))
 	require.Equal(t, 1.0, value(t, fams, "masqroute_connections_accepted_total"))
 	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_active"))
-	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_opened_total"))
-	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_rejected_total", "status=403"))
-	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_refused_by_policy_total"))
+	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_opened_total", "kind=connect-udp"))
+	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_open", "kind=connect-udp"))
+	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_rejected_total", "status=403", "reason=policy"))
+	require.Zero(t, value(t, fams, "masqroute_tunnels_rejected_total", "status=403", "reason=other"))
 	require.Equal(t, 1.0, value(t, fams, "masqroute_datagrams_dropped_total", "reason=oversize"))
 	require.Equal(t, 1.0, value(t, fams, "masqroute_router_sessions", "state=active"))
 	require.Equal(t, 1.0, value(t, fams, "masqroute_router_sessions_activated_total"))
@@ -285,14 +288,15 @@ func TestCollectorCountsTraffic(t *testing.T) {
 	require.Zero(t, value(t, fams, "masqroute_tunnels_active"))
 	require.Zero(t, value(t, fams, "masqroute_router_sessions", "state=active"))
 	require.Equal(t, 1.0, value(t, fams, "masqroute_router_sessions_closed_total"))
-	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_opened_total"))
+	require.Equal(t, 1.0, value(t, fams, "masqroute_tunnels_opened_total", "kind=connect-udp"))
+	require.Zero(t, value(t, fams, "masqroute_tunnels_open", "kind=connect-udp"))
 	require.Equal(t, toTarget, value(t, fams, "masqroute_datagrams_total", "direction=to_target"))
 
 	// The exact form of a few families, as a scraper sees them.
 	err = testutil.CollectAndCompare(c, strings.NewReader(`
-# HELP masqroute_tunnels_opened_total Tunnel requests answered with a 2xx status.
+# HELP masqroute_tunnels_opened_total Tunnel requests answered with a 2xx status, by kind (the request's :protocol).
 # TYPE masqroute_tunnels_opened_total counter
-masqroute_tunnels_opened_total 1
+masqroute_tunnels_opened_total{kind="connect-udp"} 1
 # HELP masqroute_connections_accepted_total HTTP/3 connections accepted and served.
 # TYPE masqroute_connections_accepted_total counter
 masqroute_connections_accepted_total 1

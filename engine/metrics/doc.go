@@ -14,6 +14,11 @@
 // A counter series is never reported lower than it was in an earlier scrape
 // (Prometheus would take that for a restart).
 //
+// Two more collectors go beside it: NewBuildInfo (the build_info gauge,
+// 1 with version, commit and goversion labels) and NewTunnelSetup (the
+// tunnel_setup_duration_seconds histogram, by kind and result, fed by
+// proxy.Hooks.TunnelSetup).
+//
 // # Metrics
 //
 // Connections:
@@ -27,18 +32,16 @@
 // Tunnels:
 //
 //	masqroute_tunnels_active                    gauge    tunnels live now (being set up or open)
-//	masqroute_tunnels_opened_total              counter  tunnel requests answered 2xx
-//	masqroute_tunnels_rejected_total{status}    counter  requests refused, by HTTP status ("400" ... "503", "other")
+//	masqroute_tunnels_opened_total{kind}        counter  tunnel requests answered 2xx, by kind: "connect-udp", "connect-ip", ...
+//	masqroute_tunnels_open{kind}                gauge    tunnels open now (answered 2xx), by kind
+//	masqroute_tunnels_rejected_total{status,reason} counter requests refused, by HTTP status ("400" ... "503", "other")
+//	                                                     and reason: "policy" (403), "dns", "dial" (502), "other"
 //	masqroute_auth_refused_total{reason}        counter  authentication refusals: "token_missing", "token_malformed",
 //	                                                     "token_invalid" (407), "cert_missing", "cert_invalid" (handshake failed)
-//	masqroute_tunnels_refused_by_policy_total   counter  of those: 403, target forbidden by the target policy
-//	masqroute_tunnels_dns_failures_total        counter  of those: 502, target name did not resolve in time
-//	masqroute_tunnels_dial_failures_total       counter  of those: 502, no UDP socket to the target
 //	masqroute_tunnels_idle_closed_total         counter  tunnels closed by the idle timeout
-//	masqroute_tunnels_kind_active{protocol}     gauge    tunnels live now by kind: "connect-udp", "connect-ip", ...
-//	masqroute_tunnels_kind_opened_total{protocol} counter tunnels answered 2xx, by kind
 //
-// Datagrams (UDP payloads between clients and targets):
+// Datagrams (UDP payloads of CONNECT-UDP, IP packets of CONNECT-IP,
+// between clients and targets):
 //
 //	masqroute_datagrams_total{direction}        counter  datagrams carried: "to_target", "to_client"
 //	masqroute_bytes_total{direction}            counter  their payload bytes

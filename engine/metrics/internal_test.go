@@ -22,20 +22,30 @@ func TestCounterFloorNeverGoesBack(t *testing.T) {
 }
 
 func TestRejectedByStatusLabels(t *testing.T) {
-	st := proxy.Stats{Rejected: map[int]uint64{403: 2, 0: 1, 429: 3, 418: 4}}
+	st := proxy.Stats{Rejected: map[int]uint64{403: 2, 0: 1, 429: 3, 418: 4, 502: 7},
+		RefusedPolicy: 1, FailedDNS: 2, FailedDial: 3}
 	got := map[string]float64{}
 	var order []string
 	rejectedByStatus(&st, func(v float64, lvs ...string) {
-		require.Len(t, lvs, 1)
-		got[lvs[0]] = v
-		order = append(order, lvs[0])
+		require.Len(t, lvs, 2)
+		got[lvs[0]+"/"+lvs[1]] = v
+		order = append(order, lvs[0]+"/"+lvs[1])
 	})
-	require.Equal(t, []string{"400", "401", "403", "404", "405", "407", "500", "501", "502", "503", "418", "429", "other"}, order)
-	require.Equal(t, 2.0, got["403"])
-	require.Equal(t, 4.0, got["418"])
-	require.Equal(t, 3.0, got["429"])
-	require.Equal(t, 1.0, got["other"])
-	require.Zero(t, got["502"])
+	require.Equal(t, []string{"400/other", "401/other", "403/policy", "403/other", "404/other", "405/other", "407/other",
+		"500/other", "501/other", "502/dns", "502/dial", "502/other", "503/other", "418/other", "429/other", "other/other"}, order)
+	require.Equal(t, 1.0, got["403/policy"])
+	require.Equal(t, 1.0, got["403/other"])
+	require.Equal(t, 4.0, got["418/other"])
+	require.Equal(t, 3.0, got["429/other"])
+	require.Equal(t, 1.0, got["other/other"])
+	require.Equal(t, 2.0, got["502/dns"])
+	require.Equal(t, 3.0, got["502/dial"])
+	require.Equal(t, 2.0, got["502/other"])
+	require.Zero(t, got["400/other"])
+
+	// A part read ahead of its total leaves the remainder at 0, never below.
+	st = proxy.Stats{Rejected: map[int]uint64{403: 1}, RefusedPolicy: 2}
+	rejectedByStatus(&st, func(v float64, lvs ...string) { require.GreaterOrEqual(t, v, 0.0) })
 }
 
 // TestEveryStatIsExposed fails when proxy.Stats or engine.Stats gains a
@@ -70,8 +80,10 @@ func TestEveryStatIsExposed(t *testing.T) {
 	fill(reflect.ValueOf(&st).Elem(), "")
 	fill(reflect.ValueOf(&st.Router).Elem(), "Router.")
 	fill(reflect.ValueOf(&st.DataPath).Elem(), "DataPath.")
-	st.Rejected = map[int]uint64{403: uint64(next)}
-	want[next] = "Rejected[403]"
+	// 400: a status whose total is not split by reason (403 and 502 are,
+	// into RefusedPolicy, FailedDNS, FailedDial and the rest).
+	st.Rejected = map[int]uint64{400: uint64(next)}
+	want[next] = "Rejected[400]"
 	next++
 	st.TunnelsByProtocol = map[string]int64{"connect-ip": int64(next)}
 	want[next] = "TunnelsByProtocol[connect-ip]"
@@ -87,6 +99,9 @@ func TestEveryStatIsExposed(t *testing.T) {
 		f.read(&st, func(v float64, _ ...string) { got[v] = true })
 	}
 	for v, name := range want {
+		if name == "TunnelsOpened" {
+			continue // the sum of OpenedByProtocol, exposed by kind
+		}
 		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
 	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol"}, skipped,

@@ -456,11 +456,11 @@ func TestUDPAndIPOnOneConnection(t *testing.T) {
 	require.Equal(t, int64(1), st.Conns)
 	// And /metrics shows both kinds.
 	err = testutil.CollectAndCompare(metrics.NewCollector(env.proxy), strings.NewReader(`
-# HELP masqroute_tunnels_kind_active Tunnels live now, by kind (:protocol).
-# TYPE masqroute_tunnels_kind_active gauge
-masqroute_tunnels_kind_active{protocol="connect-ip"} 1
-masqroute_tunnels_kind_active{protocol="connect-udp"} 1
-`), "masqroute_tunnels_kind_active")
+# HELP masqroute_tunnels_open Tunnels open now (answered 2xx and not yet ended), by kind (the request's :protocol).
+# TYPE masqroute_tunnels_open gauge
+masqroute_tunnels_open{kind="connect-ip"} 1
+masqroute_tunnels_open{kind="connect-udp"} 1
+`), "masqroute_tunnels_open")
 	require.NoError(t, err)
 }
 

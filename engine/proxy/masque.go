@@ -230,7 +230,9 @@ func (k requestKind) Start(ctx context.Context, s *engine.Session, args engine.A
 	}
 	if req, ok := args.Value.(*Request); ok {
 		req.handler = h
-		return &requestHandler{Handler: h, req: req}, nil
+		rh := &requestHandler{Handler: h, req: req}
+		rh.opened(req.conn.p, s.StreamID()) // observe.go
+		return rh, nil
 	}
 	return h, nil
 }
@@ -238,6 +240,10 @@ func (k requestKind) Start(ctx context.Context, s *engine.Session, args engine.A
 type requestHandler struct {
 	engine.Handler
 	req *Request
+	// For Proxy.Tunnels and Hooks.TunnelEnded (observe.go).
+	p       *Proxy
+	stream  uint64
+	started time.Time
 }
 
 // Close closes the kind's Handler (which stops everything of the tunnel
@@ -245,6 +251,7 @@ type requestHandler struct {
 func (h *requestHandler) Close(reason error) {
 	h.Handler.Close(reason)
 	h.req.end(reason)
+	h.closed(reason) // observe.go
 }
 
 // MASQUEHandler returns the handler for MASQUE requests: extended CONNECT
@@ -278,10 +285,12 @@ func (p *Proxy) refuse(w http.ResponseWriter, e *StatusError, reason *counterVec
 func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 	c, req, proto, ok := p.acceptMASQUE(w, r)
 	if !ok {
+		p.refused(w, r) // observe.go
 		return
 	}
 	s, pc, ok := p.openTunnel(w, r, c, req, proto)
 	if !ok {
+		p.refused(w, r)
 		return
 	}
 	defer p.releaseTunnel(c)
@@ -378,7 +387,9 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 	req.datagrams = c.datagrams && c.h3.Settings().Datagram
 
 	id := uint64(str.StreamID())
+	t0 := time.Now()
 	s, err := c.router.StartSession(r.Context(), id, engine.Args{Protocol: proto, Value: req})
+	p.setupDone(proto, t0, err) // observe.go
 	if err != nil {
 		p.releaseTunnel(c)
 		se := asStatusError(err)

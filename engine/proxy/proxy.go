@@ -167,6 +167,8 @@ type Config struct {
 	Handler http.Handler
 	// Logger receives the proxy's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Hooks are told of tunnels that end, refusals and setups (observe.go).
+	Hooks Hooks
 }
 
 // A Proxy serves MASQUE tunnels over HTTP/3. Every datagram of every
@@ -208,6 +210,10 @@ type Proxy struct {
 	// foldedRouter holds the router counters of connections that have
 	// ended.
 	foldedRouter engine.Stats
+
+	// liveTunnels holds MASQUEHandler's live tunnels (*requestHandler),
+	// for Tunnels (observe.go).
+	liveTunnels sync.Map
 }
 
 // New validates cfg and returns a Proxy.

@@ -87,6 +87,9 @@ func newResponseWriter(s *reqStream, method string) *responseWriter {
 
 func (w *responseWriter) Header() http.Header { return w.header }
 
+// Status is the final status written, 0 before WriteHeader.
+func (w *responseWriter) Status() int { return w.status }
+
 func (w *responseWriter) WriteHeader(code int) {
 	if w.status != 0 {
 		w.s.conn.logger.Debug("h3: superfluous WriteHeader", "stream", w.s.str.StreamID(), "code", code)
