@@ -69,7 +69,12 @@ func TestCollectorDataPath(t *testing.T) {
 		echoOnce(t, u, fmt.Appendf(nil, "datagram %d", i))
 	}
 
-	fams = gather(t, c)
+	// A worker adds its batch to the counters after the batch's handler
+	// returns, which can be after the last echo reached the client.
+	require.Eventually(t, func() bool {
+		fams = gather(t, c)
+		return value(t, fams, "masqroute_datapath_batched_datagrams_total", "goroutine=worker") >= echoes
+	}, 5*time.Second, time.Millisecond, "the worker's batches count every datagram")
 	require.Equal(t, float64(engine.DefaultWorkers()), value(t, fams, "masqroute_datapath_workers"))
 	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_wakeups_total", "goroutine=worker"), 1.0)
 	workerBatches := value(t, fams, "masqroute_datapath_batches_total", "goroutine=worker")
