@@ -283,6 +283,10 @@ func (p *Proxy) refuse(w http.ResponseWriter, e *StatusError, reason *counterVec
 // loop starts (acceptMASQUE, openTunnel; kept out of line), and the frames
 // left under the loop are small.
 func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
+	if p.isConnectTCP(r) { // classic CONNECT: connecttcp.go
+		p.serveConnectTCP(w, r)
+		return
+	}
 	c, req, proto, ok := p.acceptMASQUE(w, r)
 	if !ok {
 		p.refused(w, r) // observe.go

@@ -161,6 +161,9 @@ type Config struct {
 	Kinds *engine.Registry
 	// IP enables CONNECT-IP (RFC 9484) when set.
 	IP *IPConfig
+	// ConnectTCP enables CONNECT for TCP (RFC 9114 §4.4; connecttcp.go)
+	// under the same Policy, auth and tunnel limits. Default off.
+	ConnectTCP bool
 	// Handler serves requests that are not MASQUE requests (no
 	// :protocol a kind is registered for). Default: 404 for everything
 	// else. Mount MASQUEHandler in it to route MASQUE by path yourself.
@@ -183,6 +186,7 @@ type Proxy struct {
 	host        atomic.Pointer[hostAddrs] // the host's addresses (hostaddrs.go)
 	listenAddrs listenSet                 // every listener's address, for checkHost
 	auth        authCounters
+	tcp         tcpCounters // CONNECT (TCP) tunnels (connecttcp.go)
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool

@@ -245,6 +245,9 @@ type Stats struct {
 	IPAddressRequests  uint64 // ADDRESS_REQUEST capsules answered
 	IPMTUAborts        uint64 // tunnels aborted: the connection cannot carry 1280-byte packets
 	IPAddressesInUse   int    // client addresses assigned now
+
+	// TCP counts CONNECT (TCP) tunnels and their bytes (connecttcp.go).
+	TCP TCPStats
 }
 
 // Stats returns a snapshot of the proxy's counters, its routers' included.
@@ -257,6 +260,7 @@ func (p *Proxy) Stats() Stats {
 		TunnelsOpened:    c.tunnelsOpened.Load(),
 		Rejected:         c.rejected.snapshot(),
 		AuthRefused:      p.auth.snapshot(),
+		TCP:              p.tcp.snapshot(),
 		RefusedPolicy:    c.tunnelRefusedPolicy.Load(),
 		FailedDNS:        c.tunnelFailDNS.Load(),
 		FailedDial:       c.tunnelFailDial.Load(),

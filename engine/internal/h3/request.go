@@ -169,6 +169,9 @@ func (c *Conn) serveRequest(str *quic.Stream) {
 	switch {
 	case panicked:
 		s.reset(wire.ErrCodeInternalError)
+	case w.writeClosed:
+		// CloseWrite already finished the response and sent the FIN.
+		str.CancelRead(quicCode(wire.ErrCodeNoError))
 	default:
 		if err := w.finish(); err != nil {
 			c.logger.Debug("h3: response aborted", "stream", str.StreamID(), "error", err)

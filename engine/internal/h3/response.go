@@ -61,6 +61,7 @@ type responseWriter struct {
 	trailers      []string // trailer keys declared by the Trailer field
 	scratch       []byte   // frame headers
 	err           error    // sticky write error
+	writeClosed   bool     // CloseWrite ended the response (FIN sent)
 }
 
 var (
@@ -148,6 +149,9 @@ func (w *responseWriter) writeInterim(code int) {
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.writeClosed {
+		return 0, ErrWriteClosed
 	}
 	if w.status == 0 {
 		w.sniff(p)
@@ -269,6 +273,27 @@ func (w *responseWriter) SetWriteDeadline(t time.Time) error { return w.s.str.Se
 // EnableFullDuplex is a no-op: HTTP/3 request and response streams are
 // always full duplex.
 func (w *responseWriter) EnableFullDuplex() error { return nil }
+
+// ErrWriteClosed is returned by a Write after CloseWrite.
+var ErrWriteClosed = errors.New("h3: response closed for writing")
+
+// CloseWrite completes the response now, while the handler goes on reading
+// the request body: the header if still due, the buffered body, the
+// trailers, then the end of the stream's send side (FIN). A CONNECT tunnel
+// uses it when its target closes its side (RFC 9114 §4.4: a TCP FIN is a
+// stream FIN). Later Writes fail with ErrWriteClosed, and returning from
+// the handler sends nothing more. It is not safe for concurrent use with
+// Write, like the rest of the ResponseWriter.
+func (w *responseWriter) CloseWrite() error {
+	if w.writeClosed {
+		return nil
+	}
+	if err := w.finish(); err != nil {
+		return err
+	}
+	w.writeClosed = true
+	return w.s.str.Close()
+}
 
 var errShortBody = errors.New("h3: handler wrote less than its Content-Length")
 
