@@ -35,6 +35,7 @@ type clientConfig struct {
 	timeout  time.Duration
 	ip       bool   // CONNECT-IP: ping -target with ICMP echo through connect-ip-go
 	ipPath   string // the CONNECT-IP request path (a template without variables)
+	tcp      string // CONNECT (TCP): connect stdin/stdout to this host:port (clienttcp.go)
 	logLevel slog.Level
 }
 
@@ -64,13 +65,15 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.BoolVar(&c.ip, "ip", false, "CONNECT-IP instead: open an IP tunnel with connect-ip-go's client and ping -target\n"+
 		"(an IP address behind the proxy) with ICMP echo")
 	fs.StringVar(&c.ipPath, "ip-path", "/.well-known/masque/ip/", "with -ip: the request `path`, a template without variables")
+	fs.StringVar(&c.tcp, "tcp", "", "CONNECT (TCP) instead: connect stdin and stdout to this `host:port` through the proxy, like nc\n"+
+		"(the proxy needs -connect-tcp; stdin's end half-closes the connection)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelWarn, "log `level` on stderr: debug, info, warn or error")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
 	}
 	var bad string
 	switch {
-	case c.target == "":
+	case c.target == "" && c.tcp == "":
 		bad = "-target is required"
 	case c.count < 0:
 		bad = "-count must not be negative"
@@ -156,6 +159,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if cfg.ip {
 		return runClientIP(ctx, cfg, tlsConf, stdout)
+	}
+	if cfg.tcp != "" {
+		return runClientTCP(ctx, cfg, tlsConf, clientStdin, stdout, log)
 	}
 
 	start := time.Now()

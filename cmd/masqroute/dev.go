@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
@@ -48,6 +49,10 @@ func (d *daemon) printBanner(w io.Writer) {
 	if d.ipHosts != "" {
 		p("Ping through a CONNECT-IP tunnel, with connect-ip-go's client:")
 		p("  %s", d.ipClientCommand(proxyAddr))
+	}
+	if cmd := d.tcpClientCommand(proxyAddr); cmd != "" {
+		p("A TCP connection through the proxy (CONNECT), to its own metrics:")
+		p("  %s", cmd)
 	}
 	p("")
 	p("Look inside:")
@@ -100,6 +105,23 @@ func (d *daemon) ipClientCommand(proxyAddr string) string {
 		args = append(args, "-insecure")
 	}
 	args = append(args, "-target", strings.TrimSpace(host), "-count", "3")
+	return strings.Join(args, " ")
+}
+
+// tcpClientCommand is a command line that fetches the metrics page through
+// a CONNECT (TCP) tunnel; "" when metrics are off.
+func (d *daemon) tcpClientCommand(proxyAddr string) string {
+	u, err := url.Parse(d.obs.metricsURL())
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	args := []string{`printf 'GET /metrics HTTP/1.0\r\n\r\n' |`, commandName(), "client", "-proxy", proxyAddr}
+	if d.caFile != "" {
+		args = append(args, "-ca", shellQuote(d.caFile))
+	} else {
+		args = append(args, "-insecure")
+	}
+	args = append(args, "-tcp", u.Host, "| grep -c '^masqroute_'")
 	return strings.Join(args, " ")
 }
 

@@ -84,6 +84,8 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	dev             bool
 
+	connectTCP bool // CONNECT for TCP (on with -dev)
+
 	// CONNECT-IP
 	ip          string // "", "netstack" or "tun"
 	ipTUN       string
@@ -164,6 +166,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may go on before they are cut")
 	fs.BoolVar(&c.dev, "dev", false, "development mode: self-signed certificate, LOOPBACK TARGETS ALLOWED, a local UDP echo target,\n"+
 		"CONNECT-IP into a userspace network (unless -ip says otherwise), a banner")
+	fs.BoolVar(&c.connectTCP, "connect-tcp", false, "serve CONNECT for TCP (RFC 9114 §4.4) under the same policy, auth and limits; on with -dev")
 	fs.StringVar(&c.ip, "ip", "", "serve CONNECT-IP (RFC 9484) into this `backend`: netstack (a userspace network, no privileges)\n"+
 		"or tun (a Linux TUN interface; needs CAP_NET_ADMIN, and routes and addresses set up outside)")
 	fs.StringVar(&c.ipTUN, "ip-tun", "masqroute%d", "TUN interface `name` for -ip tun (%d: the kernel picks a number)")
@@ -275,6 +278,7 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 	}
 	return proxy.Config{
 		IP:                     ip,
+		ConnectTCP:             c.connectTCP || c.dev,
 		UDPTemplate:            c.template,
 		Policy:                 pol,
 		ResolveTimeout:         c.resolveTimeout,

@@ -295,6 +295,23 @@ func families() []family {
 		gauge("ip_addresses_in_use", "Client addresses assigned to CONNECT-IP tunnels now.",
 			func(s *st) float64 { return float64(s.IPAddressesInUse) }),
 
+		// CONNECT (TCP).
+		gauge("tcp_tunnels_active", "CONNECT (TCP) tunnels open now.",
+			func(s *st) float64 { return float64(s.TCP.Live) }),
+		counter("tcp_tunnels_opened_total", "CONNECT (TCP) requests answered with 200.",
+			func(s *st) uint64 { return s.TCP.Opened }),
+		vector(prometheus.CounterValue, "tcp_bytes_total",
+			"Bytes carried by CONNECT (TCP) tunnels, by direction: to_target, to_client.", "direction",
+			labelled{"to_target", func(s *st) uint64 { return s.TCP.ToTargetBytes }},
+			labelled{"to_client", func(s *st) uint64 { return s.TCP.ToClientBytes }}),
+		vector(prometheus.CounterValue, "tcp_half_closes_total",
+			"Half-closes passed through CONNECT (TCP) tunnels, by the side that closed: client (a TCP FIN to the target), "+
+				"target (a stream FIN to the client).", "from",
+			labelled{"client", func(s *st) uint64 { return s.TCP.ClientFIN }},
+			labelled{"target", func(s *st) uint64 { return s.TCP.TargetFIN }}),
+		counter("tcp_tunnels_aborted_total", "CONNECT (TCP) tunnels ended by a reset or an I/O error on either side.",
+			func(s *st) uint64 { return s.TCP.Aborted }),
+
 		// Routers.
 		counter("router_dispatched_total", "Datagrams handed to the routers.",
 			func(s *st) uint64 { return s.Router.Dispatched }),

@@ -94,6 +94,14 @@
 //	masqroute_ip_mtu_aborts_total               counter  tunnels aborted: no room for 1280-byte packets
 //	masqroute_ip_addresses_in_use               gauge    client addresses assigned now
 //
+// CONNECT (TCP):
+//
+//	masqroute_tcp_tunnels_active                gauge    tunnels open now
+//	masqroute_tcp_tunnels_opened_total          counter  requests answered with 200
+//	masqroute_tcp_bytes_total{direction}        counter  bytes carried: "to_target", "to_client"
+//	masqroute_tcp_half_closes_total{from}       counter  half-closes passed on: "client", "target"
+//	masqroute_tcp_tunnels_aborted_total         counter  tunnels ended by a reset or an I/O error
+//
 // Routers (one per HTTP/3 connection, summed over all of them, ended ones
 // included):
 //
