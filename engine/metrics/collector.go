@@ -312,6 +312,24 @@ func families() []family {
 		counter("tcp_tunnels_aborted_total", "CONNECT (TCP) tunnels ended by a reset or an I/O error on either side.",
 			func(s *st) uint64 { return s.TCP.Aborted }),
 
+		// Connect-UDP-Bind.
+		gauge("bind_tunnels_active", "Connect-UDP-Bind tunnels (bound UDP sockets) open now.",
+			func(s *st) float64 { return float64(s.Bind.Live) }),
+		counter("bind_tunnels_opened_total", "Connect-UDP-Bind requests answered with 200.",
+			func(s *st) uint64 { return s.Bind.Opened }),
+		vector(prometheus.CounterValue, "bind_assigns_total",
+			"COMPRESSION_ASSIGN capsules from clients, by answer: accepted (ACK), rejected (CLOSE).", "answer",
+			labelled{"accepted", func(s *st) uint64 { return s.Bind.AssignAccepted }},
+			labelled{"rejected", func(s *st) uint64 { return s.Bind.AssignRejected }}),
+		counter("bind_closes_total", "COMPRESSION_CLOSE capsules from clients.",
+			func(s *st) uint64 { return s.Bind.Closes }),
+		vector(prometheus.CounterValue, "bind_drops_total",
+			"Connect-UDP-Bind datagrams dropped, by reason: policy (client datagram to a refused peer), "+
+				"no_context (client datagram on an unknown or closed context), firewall (peer datagram with no context to carry it).", "reason",
+			labelled{"policy", func(s *st) uint64 { return s.Bind.DropPolicy }},
+			labelled{"no_context", func(s *st) uint64 { return s.Bind.DropNoContext }},
+			labelled{"firewall", func(s *st) uint64 { return s.Bind.DropFirewall }}),
+
 		// Routers.
 		counter("router_dispatched_total", "Datagrams handed to the routers.",
 			func(s *st) uint64 { return s.Router.Dispatched }),

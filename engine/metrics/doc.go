@@ -102,6 +102,15 @@
 //	masqroute_tcp_half_closes_total{from}       counter  half-closes passed on: "client", "target"
 //	masqroute_tcp_tunnels_aborted_total         counter  tunnels ended by a reset or an I/O error
 //
+// Connect-UDP-Bind (its datagrams and bytes count in datagrams_total and
+// bytes_total with CONNECT-UDP's):
+//
+//	masqroute_bind_tunnels_active               gauge    bound tunnels open now
+//	masqroute_bind_tunnels_opened_total         counter  requests answered with 200
+//	masqroute_bind_assigns_total{answer}        counter  COMPRESSION_ASSIGN: "accepted", "rejected"
+//	masqroute_bind_closes_total                 counter  COMPRESSION_CLOSE from clients
+//	masqroute_bind_drops_total{reason}          counter  "policy", "no_context", "firewall"
+//
 // Routers (one per HTTP/3 connection, summed over all of them, ended ones
 // included):
 //

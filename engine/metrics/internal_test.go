@@ -81,6 +81,7 @@ func TestEveryStatIsExposed(t *testing.T) {
 	fill(reflect.ValueOf(&st.Router).Elem(), "Router.")
 	fill(reflect.ValueOf(&st.DataPath).Elem(), "DataPath.")
 	fill(reflect.ValueOf(&st.TCP).Elem(), "TCP.")
+	fill(reflect.ValueOf(&st.Bind).Elem(), "Bind.")
 	// 400: a status whose total is not split by reason (403 and 502 are,
 	// into RefusedPolicy, FailedDNS, FailedDial and the rest).
 	st.Rejected = map[int]uint64{400: uint64(next)}
@@ -105,6 +106,6 @@ func TestEveryStatIsExposed(t *testing.T) {
 		}
 		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
-	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol", "TCP"}, skipped,
+	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol", "TCP", "Bind"}, skipped,
 		"fields of a kind this test does not fill")
 }

@@ -49,6 +49,9 @@ var udpBuffers udpio.Pool
 type udpKind struct{ p *Proxy }
 
 func (k *udpKind) Start(ctx context.Context, s *engine.Session, args engine.Args) (engine.Handler, error) {
+	if req, ok := args.Value.(*Request); ok && req.udpBind {
+		return k.p.startBind(ctx, s, req) // udpbind.go
+	}
 	req, err := startRequest(args, engine.ProtocolConnectUDP, func(r *Request) bool { return r.udpTarget != nil })
 	if err != nil {
 		return nil, err

@@ -41,6 +41,7 @@ type Request struct {
 	datagrams bool
 	w         http.ResponseWriter
 	udpTarget *template.Target
+	udpBind   bool // Connect-UDP-Bind with a "*" target (udpbind.go)
 	ipScope   *ipScopeRequest
 	// handler is the kind's Handler. requestKind.Start writes it on the
 	// session's init goroutine; the activation that makes StartSession
@@ -213,6 +214,10 @@ func (p *Proxy) matchUDP(req *Request) error {
 	vars, ok := p.udpTmpl.Match(requestURI(req.HTTP))
 	if !ok {
 		return errPathMismatch
+	}
+	if bind, err := matchBind(req.HTTP, vars["target_host"], vars["target_port"]); bind || err != nil {
+		req.Vars, req.udpBind = vars, bind
+		return err
 	}
 	target, err := template.ParseHostPort(vars["target_host"], vars["target_port"])
 	if err != nil {

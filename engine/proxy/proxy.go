@@ -186,7 +186,8 @@ type Proxy struct {
 	host        atomic.Pointer[hostAddrs] // the host's addresses (hostaddrs.go)
 	listenAddrs listenSet                 // every listener's address, for checkHost
 	auth        authCounters
-	tcp         tcpCounters // CONNECT (TCP) tunnels (connecttcp.go)
+	tcp         tcpCounters  // CONNECT (TCP) tunnels (connecttcp.go)
+	bind        bindCounters // Connect-UDP-Bind tunnels (udpbind.go)
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool

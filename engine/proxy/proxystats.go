@@ -248,6 +248,10 @@ type Stats struct {
 
 	// TCP counts CONNECT (TCP) tunnels and their bytes (connecttcp.go).
 	TCP TCPStats
+	// Bind counts Connect-UDP-Bind tunnels and their contexts
+	// (udpbind.go); their datagrams count in ToTarget, ToClient and the
+	// drops above, as CONNECT-UDP's do.
+	Bind BindStats
 }
 
 // Stats returns a snapshot of the proxy's counters, its routers' included.
@@ -261,6 +265,7 @@ func (p *Proxy) Stats() Stats {
 		Rejected:         c.rejected.snapshot(),
 		AuthRefused:      p.auth.snapshot(),
 		TCP:              p.tcp.snapshot(),
+		Bind:             p.bind.snapshot(),
 		RefusedPolicy:    c.tunnelRefusedPolicy.Load(),
 		FailedDNS:        c.tunnelFailDNS.Load(),
 		FailedDial:       c.tunnelFailDial.Load(),
