@@ -315,7 +315,7 @@ func families() []family {
 		// Connect-UDP-Bind.
 		gauge("bind_tunnels_active", "Connect-UDP-Bind tunnels (bound UDP sockets) open now.",
 			func(s *st) float64 { return float64(s.Bind.Live) }),
-		counter("bind_tunnels_opened_total", "Connect-UDP-Bind requests answered with 200.",
+		counter("bind_tunnels_opened_total", "Connect-UDP-Bind tunnels started (bound sockets opened).",
 			func(s *st) uint64 { return s.Bind.Opened }),
 		vector(prometheus.CounterValue, "bind_assigns_total",
 			"COMPRESSION_ASSIGN capsules from clients, by answer: accepted (ACK), rejected (CLOSE).", "answer",

@@ -106,7 +106,7 @@
 // bytes_total with CONNECT-UDP's):
 //
 //	masqroute_bind_tunnels_active               gauge    bound tunnels open now
-//	masqroute_bind_tunnels_opened_total         counter  requests answered with 200
+//	masqroute_bind_tunnels_opened_total         counter  tunnels started (bound sockets opened)
 //	masqroute_bind_assigns_total{answer}        counter  COMPRESSION_ASSIGN: "accepted", "rejected"
 //	masqroute_bind_closes_total                 counter  COMPRESSION_CLOSE from clients
 //	masqroute_bind_drops_total{reason}          counter  "policy", "no_context", "firewall"

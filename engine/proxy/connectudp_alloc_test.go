@@ -19,6 +19,23 @@ type countingSender struct{ n atomic.Uint64 }
 
 func (c *countingSender) SendDatagram([]byte) error { c.n.Add(1); return nil }
 
+// echoAllocs sends batch through handle once to warm up, waits for its
+// echoes at snd, then returns the allocations per further batch and its
+// echoes, counted over 200 runs.
+func echoAllocs(t *testing.T, handle func([][]byte), batch [][]byte, snd *countingSender) float64 {
+	t.Helper()
+	handle(batch) // warm up: buffers, pools
+	require.Eventually(t, func() bool { return snd.n.Load() == uint64(len(batch)) }, 5*time.Second, time.Millisecond, "echoes")
+	return testing.AllocsPerRun(200, func() {
+		before := snd.n.Load()
+		handle(batch)
+		deadline := time.Now().Add(2 * time.Second)
+		for snd.n.Load() < before+uint64(len(batch)) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Microsecond)
+		}
+	})
+}
+
 // newTestTunnel builds a CONNECT-UDP tunnel to an echo target on loopback,
 // outside any proxy connection, so that its two data paths can be measured.
 func newTestTunnel(t testing.TB) (*udpTunnel, *countingSender) {
@@ -68,19 +85,8 @@ func TestUDPTunnelDoesNotAllocate(t *testing.T) {
 	for i := range batch {
 		batch[i] = append([]byte{0}, make([]byte, 1200)...) // context ID 0 + payload
 	}
-	tun.HandleDatagrams(batch) // warm up: buffers, pools
-	require.Eventually(t, func() bool { return snd.n.Load() == 8 }, 5*time.Second, time.Millisecond, "echoes")
-
-	allocs := testing.AllocsPerRun(200, func() {
-		before := snd.n.Load()
-		tun.HandleDatagrams(batch)
-		deadline := time.Now().Add(2 * time.Second)
-		for snd.n.Load() < before+uint64(len(batch)) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Microsecond)
-		}
-	})
 	// AllocsPerRun counts every goroutine's allocations, so this covers
 	// the poller and the sender too.
-	require.Zero(t, allocs, "allocations per batch of 8 datagrams, both directions")
+	require.Zero(t, echoAllocs(t, tun.HandleDatagrams, batch, snd), "allocations per batch of 8 datagrams, both directions")
 	require.Equal(t, uint64(202*8), tun.c.toTarget.Load()) // our warm-up, AllocsPerRun's, 200 runs
 }

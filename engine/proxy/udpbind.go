@@ -69,7 +69,7 @@ type bindCounters struct {
 
 // BindStats are the Connect-UDP-Bind counters; see Stats.Bind.
 type BindStats struct {
-	Opened         uint64 // bound tunnels answered 200
+	Opened         uint64 // bound tunnels started (sockets opened)
 	Live           int64  // bound tunnels now
 	AssignAccepted uint64 // COMPRESSION_ASSIGN answered with ACK
 	AssignRejected uint64 // COMPRESSION_ASSIGN answered with CLOSE
@@ -126,7 +126,20 @@ func (p *Proxy) startBind(ctx context.Context, s *engine.Session, req *Request) 
 		return nil, &StatusError{Status: http.StatusBadGateway, ProxyError: proxyErrDestUnavailable,
 			Details: "cannot open a bound socket", Err: err}
 	}
-	conn := pc.(*net.UDPConn)
+	var snd *sender
+	if req.conn != nil {
+		snd = req.conn.sender
+	}
+	t := newBindTunnel(p, s, req, pc.(*net.UDPConn), snd)
+	h := req.w.Header()
+	h.Set("Connect-UDP-Bind", "?1")
+	h.Set("Proxy-Public-Address", `"`+t.public.String()+`"`)
+	return t, nil
+}
+
+// newBindTunnel makes the tunnel of session s over the unconnected socket
+// conn and starts reading it; replies go through snd.
+func newBindTunnel(p *Proxy, s *engine.Session, req *Request, conn *net.UDPConn, snd *sender) *bindTunnel {
 	t := &bindTunnel{
 		p:       p,
 		s:       s,
@@ -134,22 +147,20 @@ func (p *Proxy) startBind(ctx context.Context, s *engine.Session, req *Request) 
 		conn:    conn,
 		public:  conn.LocalAddr().(*net.UDPAddr).AddrPort(),
 		maxSize: p.cfg.MaxDatagramPayload,
+		snd:     snd,
 		ctxs:    make(map[uint64]bindContext),
 		byPeer:  make(map[netip.AddrPort]uint64),
 		done:    make(chan struct{}),
 	}
 	if req.conn != nil {
-		t.snd, t.amp, t.connRate = req.conn.sender, req.conn.amp, req.conn.rate
+		t.amp, t.connRate = req.conn.amp, req.conn.rate
 	}
 	t.rate = newRateLimits(p.cfg.RateTunnelDatagrams, p.cfg.RateTunnelBytes, p.cfg.RateBurst)
 	t.openBook(p)
-	h := req.w.Header()
-	h.Set("Connect-UDP-Bind", "?1")
-	h.Set("Proxy-Public-Address", `"`+t.public.String()+`"`)
 	p.bind.opened.Add(1)
 	p.bind.live.Add(1)
 	go t.routineBindReceive()
-	return t, nil
+	return t
 }
 
 // bindContext is one open context of the client's.

@@ -303,3 +303,24 @@ func TestBindBadRequests(t *testing.T) {
 		aborted(t, b)
 	})
 }
+
+// TestNoAmplificationBind: empty datagrams on a compressed context (3-byte
+// QUIC DATAGRAM frames) do not become a flood of 28-byte packets at the
+// peer: the connection's amplification budget applies per datagram.
+func TestNoAmplificationBind(t *testing.T) {
+	sink := newUDPSink(t)
+	env := startProxy(t, proxy.Config{RingSize: 1024})
+	b := openBind(t, env)
+	require.Equal(t, uint64(capAck), b.assign(t, 2, netip.MustParseAddrPort(sink.addr())))
+	d := quicvarint.Append(nil, uint64(b.str.StreamID())/4)
+	d = quicvarint.Append(d, 2) // compressed context, empty payload
+	start := time.Now()
+	const bursts, burst = 300, 100
+	for i := range bursts {
+		for range burst {
+			require.NoError(t, b.c.qc.SendDatagram(d))
+		}
+		keepUp(t, env, func(st proxy.Stats) uint64 { return st.Router.Dispatched }, uint64((i+1)*burst))
+	}
+	checkAmplification(t, env, sink, b.c.qc.ConnectionStats().BytesSent, time.Since(start))
+}
