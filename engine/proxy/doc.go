@@ -11,6 +11,9 @@
 //   - masque.go, status.go: request handling (extended CONNECT, the URI
 //     templates, capsules) and the answers to refused requests.
 //   - connectudp.go: the CONNECT-UDP kind and tunnel.
+//   - connecttcp.go: CONNECT for TCP (RFC 9114 §4.4), outside the router.
+//   - udpbind.go: Connect-UDP-Bind, a bound socket per CONNECT-UDP tunnel
+//     that asked for one (draft-ietf-masque-connect-udp-listen).
 //   - connectip*.go: the CONNECT-IP kind, its device reader, its tunnels and
 //     their scope (address arithmetic in engine/internal/ipaddr).
 //   - proxystats.go: the proxy's counters and Stats.
