@@ -115,8 +115,10 @@ func matchBind(r *http.Request, host, port string) (bool, error) {
 func (p *Proxy) startBind(ctx context.Context, s *engine.Session, req *Request) (engine.Handler, error) {
 	local := netip.IPv4Unspecified()
 	if req.conn != nil {
-		if a, ok := req.conn.qc.LocalAddr().(*net.UDPAddr); ok {
-			local = a.AddrPort().Addr().Unmap()
+		la, ok1 := req.conn.qc.LocalAddr().(*net.UDPAddr)
+		ra, ok2 := req.conn.qc.RemoteAddr().(*net.UDPAddr)
+		if ok1 && ok2 {
+			local = bindLocalAddr(la.AddrPort().Addr(), ra.AddrPort())
 		}
 	}
 	var lc net.ListenConfig
@@ -161,6 +163,24 @@ func newBindTunnel(p *Proxy, s *engine.Session, req *Request, conn *net.UDPConn,
 	p.bind.live.Add(1)
 	go t.routineBindReceive()
 	return t
+}
+
+// bindLocalAddr is the address a bound socket takes: the one the client's
+// connection arrived at; for a listener on a wildcard address, the source
+// address the kernel routes toward the client from (a connected UDP socket
+// that sends nothing tells), so that Proxy-Public-Address names a real
+// address. It falls back to the wildcard.
+func bindLocalAddr(local netip.Addr, client netip.AddrPort) netip.Addr {
+	local = local.Unmap()
+	if !local.IsUnspecified() {
+		return local
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(client))
+	if err != nil {
+		return local
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 }
 
 // bindContext is one open context of the client's.

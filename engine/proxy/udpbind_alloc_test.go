@@ -60,3 +60,12 @@ func TestBindTunnelDoesNotAllocate(t *testing.T) {
 	require.Zero(t, echoAllocs(t, tun.HandleDatagrams, batch, snd), "allocations per batch of 8 datagrams, both directions")
 	require.Equal(t, uint64(202*8), tun.c.toTarget.Load())
 }
+
+// A proxy listening on a wildcard address binds tunnels to the address it
+// reaches the client from, so that Proxy-Public-Address is a real one.
+func TestBindLocalAddr(t *testing.T) {
+	client := netip.MustParseAddrPort("127.0.0.1:5000")
+	require.Equal(t, netip.MustParseAddr("127.0.0.1"), bindLocalAddr(netip.IPv4Unspecified(), client))
+	require.Equal(t, netip.MustParseAddr("127.0.0.1"), bindLocalAddr(netip.IPv6Unspecified(), client))
+	require.Equal(t, netip.MustParseAddr("127.0.0.2"), bindLocalAddr(netip.MustParseAddr("::ffff:127.0.0.2"), client))
+}
