@@ -351,3 +351,29 @@ func TestConnectTCPRefusals(t *testing.T) {
 		require.Equal(t, http.StatusServiceUnavailable, status(t, err))
 	})
 }
+
+// TestConnectTCPEndsWithProxy: closing the proxy ends an open TCP tunnel
+// whose both ends are idle: the target's connection is closed and the
+// client's read fails.
+func TestConnectTCPEndsWithProxy(t *testing.T) {
+	env := startProxy(t, proxy.Config{ConnectTCP: true})
+	targetDone := make(chan error, 1)
+	target := tcpServer(t, func(tc *net.TCPConn) {
+		_, err := io.ReadAll(tc)
+		targetDone <- err
+	})
+	tc := dialTCP(t, env.dial(t), target)
+	_, err := tc.Write([]byte("x"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return env.proxy.Stats().TCP.ToTargetBytes == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, env.proxy.Close())
+	select {
+	case <-targetDone: // EOF or a reset: the proxy's side is gone
+	case <-time.After(5 * time.Second):
+		t.Fatal("target connection still open after the proxy closed")
+	}
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadAll(tc)
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return env.proxy.Stats().TCP.Live == 0 }, 5*time.Second, 5*time.Millisecond)
+}
