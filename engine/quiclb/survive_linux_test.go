@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/masqroute/masqroute/engine/devcert"
+	"github.com/masqroute/masqroute/engine/quiclb/quiclbtest"
 )
 
 // Connections through a NAT that rebinds, and clients that migrate, on a
@@ -115,73 +116,11 @@ func startEchoServer(t *testing.T, o serverOpts) *echoServer {
 	return s
 }
 
-// relay forwards between one client and the server; rebind gives it a new
-// source port toward the server, as a NAT does when its mapping expires.
-type relay struct {
-	front    *net.UDPConn // the client sends here
-	server   net.Addr
-	mu       sync.Mutex
-	back     *net.UDPConn // toward the server; replaced by rebind
-	client   net.Addr
-	wg       sync.WaitGroup
-	rebinded []*net.UDPConn
-}
-
-func newRelay(t *testing.T, server net.Addr) *relay {
-	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+func newRelay(t *testing.T, server net.Addr) *quiclbtest.Relay {
+	r, err := quiclbtest.NewRelay(server)
 	require.NoError(t, err)
-	r := &relay{front: front, server: server}
-	r.rebind(t)
-	r.wg.Go(func() {
-		readLoop(front, func(b []byte, from net.Addr) {
-			r.mu.Lock()
-			r.client = from
-			back := r.back
-			r.mu.Unlock()
-			back.WriteTo(b, server)
-		})
-	})
-	t.Cleanup(func() {
-		front.Close()
-		r.mu.Lock()
-		for _, b := range r.rebinded {
-			b.Close()
-		}
-		r.mu.Unlock()
-		r.wg.Wait()
-	})
+	t.Cleanup(func() { r.Close() })
 	return r
-}
-
-func (r *relay) rebind(t *testing.T) {
-	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	r.mu.Lock()
-	r.back = back
-	r.rebinded = append(r.rebinded, back) // the old mapping is gone: nothing reads it
-	r.mu.Unlock()
-	r.wg.Go(func() {
-		readLoop(back, func(b []byte, _ net.Addr) {
-			r.mu.Lock()
-			client, current := r.client, r.back == back
-			r.mu.Unlock()
-			if client != nil && current {
-				r.front.WriteTo(b, client)
-			}
-		})
-	})
-}
-
-// readLoop hands every datagram c receives to f until c is closed.
-func readLoop(c *net.UDPConn, f func(b []byte, from net.Addr)) {
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		f(buf[:n], from)
-	}
 }
 
 func clientTLS() *tls.Config {
@@ -236,7 +175,7 @@ func rebindRun(t *testing.T, s *echoServer, conns int) *outcome {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 			defer cancel()
-			qc, err := quic.DialAddr(ctx, r.front.LocalAddr().String(), clientTLS(), &quic.Config{EnableDatagrams: true, MaxIdleTimeout: 5 * time.Second})
+			qc, err := quic.DialAddr(ctx, r.Addr().String(), clientTLS(), &quic.Config{EnableDatagrams: true, MaxIdleTimeout: 5 * time.Second})
 			if err != nil {
 				o.record(err)
 				return
@@ -244,7 +183,7 @@ func rebindRun(t *testing.T, s *echoServer, conns int) *outcome {
 			defer qc.CloseWithError(0, "")
 			err = echoes(ctx, qc, 3)
 			if err == nil {
-				r.rebind(t)
+				require.NoError(t, r.Rebind())
 				err = echoes(ctx, qc, 3)
 			}
 			if err != nil && qc.Context().Err() != nil {
