@@ -21,6 +21,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlog"
+	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/masqroute/masqroute/engine/quiclb"
 )
@@ -74,7 +76,22 @@ type transportSet struct {
 
 	gauge    *prometheus.GaugeVec   // transports, by steered
 	accepted *prometheus.CounterVec // connection attempts, by transport
+	unknown  *prometheus.CounterVec // packets for no connection of the transport, by transport
 }
+
+// unknownCIDs counts what a transport drops for a connection ID it does
+// not know: a packet that reached the wrong transport (or a connection that
+// is gone). quic-go traces it when it sends no stateless reset instead, so
+// with -fleet-key-file (resets on) only short packets are counted.
+type unknownCIDs struct{ c prometheus.Counter }
+
+func (u unknownCIDs) RecordEvent(ev qlogwriter.Event) {
+	if pd, ok := ev.(qlog.PacketDropped); ok && pd.Trigger == qlog.PacketDropUnknownConnectionID {
+		u.c.Inc()
+	}
+}
+
+func (unknownCIDs) Close() error { return nil }
 
 // listen opens the transports and serves the proxy on each. d.ln is the
 // first listener (its address is every listener's).
@@ -111,13 +128,18 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		Name: "masqroute_quic_transport_connections_total",
 		Help: "Connection attempts each transport (socket) took, before the handshake: the spread of new connections over the transports.",
 	}, []string{"transport"})
+	s.unknown = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "masqroute_quic_transport_unknown_cid_total",
+		Help: "Packets a transport dropped for a connection ID it does not know: misrouted, or for a connection that is gone (not counted when a stateless reset answers them).",
+	}, []string{"transport"})
 	qc := d.proxy.QUICConfig(qconf)
 	for i, conn := range s.socks.Conns {
 		gen, err := quiclb.NewGenerator(quiclb.GeneratorConfig{ServerID: s.serverID, Transport: i, ConfigRotation: sc.configRotation})
 		if err != nil {
 			return err
 		}
-		tr := &quic.Transport{Conn: conn, ConnectionIDGenerator: gen, TokenGeneratorKey: tokenKey, StatelessResetKey: resetKey}
+		tr := &quic.Transport{Conn: conn, ConnectionIDGenerator: gen, TokenGeneratorKey: tokenKey, StatelessResetKey: resetKey,
+			Tracer: unknownCIDs{s.unknown.WithLabelValues(strconv.Itoa(i))}}
 		accepted := s.accepted.WithLabelValues(strconv.Itoa(i))
 		tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
 			accepted.Inc()
@@ -167,7 +189,7 @@ func (s *transportSet) collectors() []prometheus.Collector {
 	if s == nil || s.gauge == nil {
 		return nil
 	}
-	return []prometheus.Collector{s.gauge, s.accepted}
+	return []prometheus.Collector{s.gauge, s.accepted, s.unknown}
 }
 
 // close ends the listeners (after the proxy's drain), waits for their

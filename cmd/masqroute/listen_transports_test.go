@@ -86,6 +86,9 @@ func TestTransportsServeEveryConnection(t *testing.T) {
 	require.Equal(t, float64(conns), t0+t1)
 	require.Positive(t, t0, "no connection on transport 0")
 	require.Positive(t, t1, "no connection on transport 1")
+	for tr := range 2 {
+		require.Zero(t, metricValue(t, body, fmt.Sprintf(`masqroute_quic_transport_unknown_cid_total{transport="%d"}`, tr)))
+	}
 }
 
 // trustCAs trusts the CAs in files (PEM).
