@@ -61,6 +61,9 @@ func Open(ctx context.Context, cfg OpenConfig) (*Sockets, error) {
 		}
 		return &Sockets{Conns: []*net.UDPConn{c}, SteerErr: steerErr, cfg: cfg}, nil
 	}
+	if err := checkFree(cfg.Addr); err != nil {
+		return nil, err
+	}
 	conns, err := ListenGroup(ctx, cfg.Addr, cfg.Transports)
 	if err != nil {
 		return nil, err
@@ -93,4 +96,24 @@ func (s *Sockets) Close() error {
 	}
 	closeAll(s.Conns)
 	return nil
+}
+
+// checkFree fails if addr is bound already. SO_REUSEPORT would otherwise
+// let this instance join another process's sockets on the port (same user)
+// and take a share of its packets; a plain bind still fails against
+// them. (A group file joins on purpose and skips this.) Port 0 is always
+// free.
+func checkFree(addr string) error {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return err
+	}
+	if ua.Port == 0 {
+		return nil
+	}
+	c, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,4 +118,14 @@ func TestKernelSteersAGroupAcrossLeaves(t *testing.T) {
 	check("A again", sidA, 2, 1000, rb, rc)
 	_, err = Open(ctx, OpenConfig{Addr: addr, ServerID: sidA, Transports: 1, GroupFile: file})
 	require.ErrorContains(t, err, "already")
+}
+
+func TestOpenRefusesABusyPort(t *testing.T) {
+	// Someone else's reuseport socket on the port: without the check,
+	// Open would join its group and take a share of its packets.
+	other, err := ListenGroup(context.Background(), "127.0.0.1:0", 1)
+	require.NoError(t, err)
+	defer closeAll(other)
+	_, err = Open(context.Background(), OpenConfig{Addr: other[0].LocalAddr().String(), ServerID: sidA, Transports: 2})
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
 }
