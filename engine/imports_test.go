@@ -35,7 +35,7 @@ var layers = []struct {
 }{
 	{"leaf structures", oneOf("shardmap", "ringbuf"), false},
 	{"engine support", func(p string) bool {
-		return strings.HasPrefix(p, "engine/internal/") || slices.Contains([]string{"engine/policy", "engine/packetio", "engine/echo", "engine/devcert"}, p)
+		return strings.HasPrefix(p, "engine/internal/") || slices.Contains([]string{"engine/policy", "engine/packetio", "engine/echo", "engine/devcert", "engine/quiclb", "engine/quiclb/quiclbtest"}, p)
 	}, true},
 	{"router", oneOf("engine"), false},
 	{"proxy and client", oneOf("engine/proxy", "engine/client"), false},

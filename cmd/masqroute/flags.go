@@ -59,6 +59,7 @@ type serveConfig struct {
 	holdTimeout       time.Duration
 	workers           int
 	gc                gcConfig
+	scale             scaleConfig // listen_transports.go
 
 	// Authentication (auth.go).
 	authTokens           string
@@ -143,6 +144,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", engine.DefaultHoldTimeout, "how long such a datagram waits for its request")
 	fs.IntVar(&c.workers, "workers", engine.DefaultWorkers(), "executor worker goroutines that run every tunnel's datagrams; one per GOMAXPROCS by default")
 	c.gc.flags(fs)
+	c.scale.flags(fs)
 	fs.StringVar(&c.authTokens, "auth-tokens", "", "bearer token `file`: one sha256:HEX hash a line (masqroute token makes them); tunnel requests\n"+
 		"without a listed token get 407. Read again on SIGHUP")
 	fs.StringVar(&c.clientCA, "client-ca", "", "PEM `file` of CAs client certificates must chain to (mTLS); a client without one fails the handshake")
@@ -212,6 +214,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		return bad("-log-format must be text or json")
 	case c.devDir != "" && !c.selfSigned && !c.dev:
 		return bad("-dev-dir needs -dev or -self-signed")
+	}
+	if err := c.scale.check(); err != nil {
+		return bad(err.Error())
 	}
 	if err := c.gc.resolve(fs); err != nil {
 		return bad(err.Error())

@@ -30,10 +30,10 @@ type daemon struct {
 	log  *slog.Logger // component=daemon
 	base *slog.Logger // without a component, for the others
 
-	proxy  *proxy.Proxy
-	ln     *quic.Listener
-	tr     *quic.Transport // ln's transport, with its socket (listen)
-	served chan error      // Serve's result
+	proxy      *proxy.Proxy
+	ln         *quic.Listener // the first transport's listener, for its address
+	transports *transportSet  // every transport and listener (listen_transports.go)
+	served     chan error     // Serve's results, one per listener
 
 	certs       *certStore
 	caFile      string // self-signed certificate's CA, PEM; "" with -cert
@@ -169,11 +169,10 @@ func (d *daemon) start() error {
 		qconf = &quic.Config{Tracer: qlogTracer(cfg.qlogDir, d.base)}
 		d.log.Warn("qlog on: a trace file per connection", "dir", cfg.qlogDir)
 	}
-	if d.ln, err = d.listen(tlsConf, qconf); err != nil {
+	if err := d.listen(tlsConf, qconf); err != nil { // serves on every transport
 		return fmt.Errorf("listen %s: %w", cfg.listen, err)
 	}
-	d.served = make(chan error, 1)
-	go func() { d.served <- d.proxy.Serve(d.ln) }()
+	collectors = append(collectors, d.transports.collectors()...)
 
 	if d.obs, err = startObserver(cfg, d.proxy, collectors, d.base); err != nil {
 		return err
@@ -306,16 +305,7 @@ func (d *daemon) close(ctx context.Context) {
 			d.log.Warn("tunnels cut short by the shutdown timeout", "error", err)
 		}
 	}
-	if d.ln != nil {
-		d.ln.Close()
-		if err := <-d.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Debug("proxy Serve returned", "error", err)
-		}
-	}
-	if d.tr != nil {
-		d.tr.Close() // its connections have ended with the proxy
-		d.tr.Conn.Close()
-	}
+	d.closeTransports()
 	if d.obs != nil {
 		d.obs.close(ctx)
 	}
@@ -327,29 +317,4 @@ func (d *daemon) close(ctx context.Context) {
 			d.log.Warn("could not remove the CA file", "file", d.caFile, "error", err)
 		}
 	}
-}
-
-// listen opens -listen on a quic.Transport of the daemon's own, whose hooks
-// limit connections per client address before their handshake
-// (proxy.ConfigureTransport). Closing the listener leaves the transport
-// and its socket open: close closes them after it.
-func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) (*quic.Listener, error) {
-	ua, err := net.ResolveUDPAddr("udp", d.cfg.listen)
-	if err != nil {
-		return nil, err
-	}
-	udp, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		return nil, err
-	}
-	d.tr = &quic.Transport{Conn: udp}
-	d.proxy.ConfigureTransport(d.tr)
-	ln, err := d.tr.Listen(tlsConf, d.proxy.QUICConfig(qconf))
-	if err != nil {
-		d.tr.Close()
-		udp.Close()
-		d.tr = nil
-		return nil, err
-	}
-	return ln, nil
 }
