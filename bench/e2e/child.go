@@ -60,6 +60,8 @@ type ChildConfig struct {
 	// CPUProfile is the file /profile/start writes to ("": profiling
 	// refused).
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Transports is the server's ServerConfig.Transports.
+	Transports int `json:"transports,omitempty"`
 }
 
 // IsChild reports whether this process was started as a proxy process.
@@ -98,7 +100,7 @@ func runChild(ctx context.Context, cfg ChildConfig, out io.Writer) error {
 			runtime.GOMAXPROCS(1)
 		}
 	}
-	env, err := StartServer(cfg.Impl)
+	env, err := StartServerWith(cfg.Impl, ServerConfig{Transports: cfg.Transports})
 	if err != nil {
 		return err
 	}
@@ -147,6 +149,7 @@ func (c *control) mux() *http.ServeMux {
 	if c.env.Proxy != nil {
 		c.promReg.MustRegister(metrics.NewCollector(c.env.Proxy))
 	}
+	c.promReg.MustRegister(c.env.Metrics...)
 	m.Handle("GET /metrics", promhttp.HandlerFor(c.promReg, promhttp.HandlerOpts{}))
 	m.HandleFunc("POST /profile/start", func(w http.ResponseWriter, _ *http.Request) { httpErr(w, c.startProfile()) })
 	m.HandleFunc("POST /profile/stop", func(w http.ResponseWriter, _ *http.Request) { httpErr(w, c.stopProfile()) })

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
@@ -87,6 +88,9 @@ type Env struct {
 	Proxy *proxy.Proxy
 	// Process is the server's process (StartProcess only).
 	Process *Process
+	// Metrics are the server's own harness metrics, for its /metrics
+	// (transports.go).
+	Metrics []prometheus.Collector
 
 	closers []func() error // run in reverse order by Close
 }
@@ -112,7 +116,10 @@ func Start(impl Impl) (_ *Env, err error) {
 // StartServer starts impl's server alone on 127.0.0.1, without the echo
 // target: the half of an Env that a proxy process runs (see ChildMain).
 // Addr is the address clients dial; Transport is set for RawQUIC only.
-func StartServer(impl Impl) (_ *Env, err error) {
+func StartServer(impl Impl) (_ *Env, err error) { return StartServerWith(impl, ServerConfig{}) }
+
+// StartServerWith is StartServer with cfg.
+func StartServerWith(impl Impl, cfg ServerConfig) (_ *Env, err error) {
 	c, err := Cert()
 	if err != nil {
 		return nil, err
@@ -123,7 +130,7 @@ func StartServer(impl Impl) (_ *Env, err error) {
 			e.Close()
 		}
 	}()
-	withRole("server", func() { e.Addr, err = e.startServer(c) })
+	withRole("server", func() { e.Addr, err = e.startServer(c, cfg) })
 	if err != nil {
 		return nil, err
 	}
@@ -158,10 +165,10 @@ func withRole(role string, f func()) {
 }
 
 // startServer starts e.Impl's server and returns the address clients dial.
-func (e *Env) startServer(c *devcert.Cert) (addr string, err error) {
+func (e *Env) startServer(c *devcert.Cert, cfg ServerConfig) (addr string, err error) {
 	switch e.Impl {
 	case Masqroute:
-		addr, err = e.startMasqroute(c)
+		addr, err = e.startMasqroute(c, cfg.Transports)
 	case Baseline:
 		var s *baseline.Server
 		if s, err = baseline.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
@@ -195,13 +202,16 @@ func LoopbackPolicy() *policy.Policy {
 	return p
 }
 
-func (e *Env) startMasqroute(c *devcert.Cert) (string, error) {
+func (e *Env) startMasqroute(c *devcert.Cert, transports int) (string, error) {
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return "", err
+	}
+	if transports > 0 {
+		return e.startMasqrouteTransports(c, p, transports)
 	}
 	tlsConf := c.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
