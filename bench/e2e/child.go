@@ -149,7 +149,6 @@ func (c *control) mux() *http.ServeMux {
 	if c.env.Proxy != nil {
 		c.promReg.MustRegister(metrics.NewCollector(c.env.Proxy))
 	}
-	c.promReg.MustRegister(c.env.Metrics...)
 	m.Handle("GET /metrics", promhttp.HandlerFor(c.promReg, promhttp.HandlerOpts{}))
 	m.HandleFunc("POST /profile/start", func(w http.ResponseWriter, _ *http.Request) { httpErr(w, c.startProfile()) })
 	m.HandleFunc("POST /profile/stop", func(w http.ResponseWriter, _ *http.Request) { httpErr(w, c.stopProfile()) })

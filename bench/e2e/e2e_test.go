@@ -399,7 +399,7 @@ func (m *measurement) report(b *testing.B) {
 		}
 		b.ReportMetric((v.Value-s0.Metrics[k].Value)/rt, unit+"/rt")
 	}
-	reportTransports(b, s0, s1)
+	reportTransports(b, res)
 	if testing.Verbose() {
 		var sb strings.Builder
 		_ = res.WriteText(&sb)
@@ -580,31 +580,18 @@ func TestProcess(t *testing.T) {
 }
 
 // reportTransports reports, for a run on several transports
-// (-e2e.transports), each transport's share of the packets its
+// (-e2e.transports), each transport's share of the QUIC packets its
 // connections received over the measured interval and drain
 // (transport-T-share-%) and the packets that reached a transport which
 // did not know their connection ID (stray-pkts: after the handshake, a
 // packet steered to the wrong socket).
-func reportTransports(b *testing.B, s0, s1 e2e.Snapshot) {
-	const packets, stray = "masqroute_datapath_transport_packets_total{transport=", "masqroute_datapath_transport_stray_total{transport="
-	per := make(map[string]float64)
-	var all, strays float64
-	for k, v := range s1.Metrics {
-		d := v.Value - s0.Metrics[k].Value
-		if t, ok := strings.CutPrefix(k, packets); ok {
-			per[strings.TrimSuffix(t, "}")] = d
-			all += d
-		} else if strings.HasPrefix(k, stray) {
-			strays += d
-		}
-	}
-	if len(per) == 0 {
+func reportTransports(b *testing.B, res loadgen.Result) {
+	shares := res.DataPath.TransportShares()
+	if shares == nil {
 		return
 	}
-	for _, t := range slices.Sorted(maps.Keys(per)) {
-		if all > 0 {
-			b.ReportMetric(100*per[t]/all, "transport-"+t+"-share-%")
-		}
+	for t, sh := range shares {
+		b.ReportMetric(sh, fmt.Sprintf("transport-%d-share-%%", t))
 	}
-	b.ReportMetric(strays, "stray-pkts")
+	b.ReportMetric(float64(res.Drops[e2e.StrayDrop]), "stray-pkts")
 }

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
@@ -88,17 +87,17 @@ type Env struct {
 	Proxy *proxy.Proxy
 	// Process is the server's process (StartProcess only).
 	Process *Process
-	// Metrics are the server's own harness metrics, for its /metrics
-	// (transports.go).
-	Metrics []prometheus.Collector
 
 	closers []func() error // run in reverse order by Close
 }
 
 // Start starts impl on 127.0.0.1 with an echo target beside it, all in
 // this process.
-func Start(impl Impl) (_ *Env, err error) {
-	e, err := StartServer(impl)
+func Start(impl Impl) (_ *Env, err error) { return StartWith(impl, ServerConfig{}) }
+
+// StartWith is Start with cfg.
+func StartWith(impl Impl, cfg ServerConfig) (_ *Env, err error) {
+	e, err := StartServerWith(impl, cfg)
 	if err != nil {
 		return nil, err
 	}

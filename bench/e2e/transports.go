@@ -4,15 +4,10 @@ package e2e
 // it (cmd/masqroute/listen_transports.go): sockets on one address with
 // SO_REUSEPORT, steered by the transport octet of 16-byte QUIC-LB
 // connection IDs (engine/quiclb), one quic.Transport each, all serving one
-// proxy. What the benchmark reads of it, on the proxy's /metrics, is
-// harness-only (not the daemon's metrics):
-//
-//	masqroute_datapath_transport_packets_total{transport}  packets the
-//	    connections of that transport received (quic.ConnectionStats)
-//	masqroute_datapath_transport_stray_total{transport}    packets that
-//	    transport dropped for a connection ID it does not know: after the
-//	    handshake, a packet the kernel handed to the wrong socket
-//	masqroute_datapath_transports{steered}                 the sockets
+// proxy. Its probe (transportStats.Read) counts, per transport, the QUIC
+// packets its connections received (quic.ConnectionStats) and the packets
+// it dropped for a connection ID it does not know: after the handshake, a
+// packet the kernel handed to the wrong socket.
 //
 // The accept loops are the harness's own (Accept, then Proxy.ServeConn, as
 // Proxy.Serve does) so that it holds each transport's connections.
@@ -22,11 +17,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/quic-go/quic-go/qlog"
@@ -49,42 +42,34 @@ type ServerConfig struct {
 
 // transportStats is what a multi-transport server counts per transport.
 type transportStats struct {
-	steered bool
-	stray   []atomic.Uint64 // by transport
+	stray []atomic.Uint64 // by transport
 
 	mu    sync.Mutex
 	conns [][]*quic.Conn // by transport, every connection it accepted
 }
 
-var (
-	descTrPackets = prometheus.NewDesc("masqroute_datapath_transport_packets_total",
-		"Packets the connections of each transport received.", []string{"transport"}, nil)
-	descTrStray = prometheus.NewDesc("masqroute_datapath_transport_stray_total",
-		"Packets each transport dropped for an unknown connection ID.", []string{"transport"}, nil)
-	descTransports = prometheus.NewDesc("masqroute_datapath_transports",
-		"QUIC sockets the proxy serves on, by whether the kernel steers by connection ID.", []string{"steered"}, nil)
-)
-
-func (s *transportStats) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descTrPackets
-	ch <- descTrStray
-	ch <- descTransports
-}
-
-func (s *transportStats) Collect(ch chan<- prometheus.Metric) {
+// Read is the transports' probe: the QUIC packets each transport's
+// connections received as the data-path count loadgen.TransportPacketsKey(T)
+// (packets, not datagrams; the result's DataPath.TransportShares), and the
+// strays as the drop StrayDrop.
+func (s *transportStats) Read(context.Context) (loadgen.Counters, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	c := loadgen.Counters{Drops: make(map[string]uint64), DataPath: make(map[string]uint64)}
 	for t, conns := range s.conns {
 		var n uint64
 		for _, qc := range conns {
 			n += qc.ConnectionStats().PacketsReceived
 		}
-		label := strconv.Itoa(t)
-		ch <- prometheus.MustNewConstMetric(descTrPackets, prometheus.CounterValue, float64(n), label)
-		ch <- prometheus.MustNewConstMetric(descTrStray, prometheus.CounterValue, float64(s.stray[t].Load()), label)
+		c.DataPath[loadgen.TransportPacketsKey(t)] = n
+		c.Drops[StrayDrop] += s.stray[t].Load()
 	}
-	ch <- prometheus.MustNewConstMetric(descTransports, prometheus.GaugeValue, float64(len(s.conns)), strconv.FormatBool(s.steered))
+	return c, nil
 }
+
+// StrayDrop is the drop key of the packets a transport dropped for a
+// connection ID it did not know.
+const StrayDrop = "quic.transport_stray"
 
 func (s *transportStats) accepted(t int, qc *quic.Conn) {
 	s.mu.Lock()
@@ -117,7 +102,7 @@ func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (
 	if socks.SteerErr != nil {
 		slog.Warn("e2e: the kernel does not steer by connection ID: one transport", "error", socks.SteerErr)
 	}
-	stats := &transportStats{steered: socks.Steered, stray: make([]atomic.Uint64, len(socks.Conns)), conns: make([][]*quic.Conn, len(socks.Conns))}
+	stats := &transportStats{stray: make([]atomic.Uint64, len(socks.Conns)), conns: make([][]*quic.Conn, len(socks.Conns))}
 	var token quic.TokenGeneratorKey // one for every transport: a Retry validates on any
 	if _, err := rand.Read(token[:]); err != nil {
 		return "", errors.Join(err, p.Close(), socks.Close())
@@ -168,7 +153,6 @@ func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (
 	}
 	e.closers = append(e.closers, closeAll)
 	e.Proxy = p
-	e.Probes = append(e.Probes, loadgen.ProxyProbe(p))
-	e.Metrics = append(e.Metrics, stats)
+	e.Probes = append(e.Probes, loadgen.ProxyProbe(p), stats)
 	return lns[0].Addr().String(), nil
 }
