@@ -131,6 +131,12 @@ func (c closingMain) Run() int {
 //	go test -run '^$' -bench 'E2E/impl=masqroute/tunnels=100$/mode=closed' -benchtime 1x \
 //	    -e2e.cpuprofile /tmp/prof ./bench/e2e/
 //
+// With -e2e.transports 1,2 each scenario also runs masqroute alone on that
+// many steered SO_REUSEPORT sockets (transports=T; e2e.ServerConfig),
+// reporting transport-T-share-% (each transport's share of the QUIC
+// packets received) and stray-pkts (packets on a transport that did not
+// know their connection ID).
+//
 // Under -short only a smoke variant runs: one tunnel, closed loop, 200 ms,
 // each proxy in its process all the same.
 func BenchmarkE2E(b *testing.B) {
