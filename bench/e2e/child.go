@@ -60,6 +60,8 @@ type ChildConfig struct {
 	// CPUProfile is the file /profile/start writes to ("": profiling
 	// refused).
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Transports is the server's ServerConfig.Transports.
+	Transports int `json:"transports,omitempty"`
 }
 
 // IsChild reports whether this process was started as a proxy process.
@@ -98,7 +100,7 @@ func runChild(ctx context.Context, cfg ChildConfig, out io.Writer) error {
 			runtime.GOMAXPROCS(1)
 		}
 	}
-	env, err := StartServer(cfg.Impl)
+	env, err := StartServerWith(cfg.Impl, ServerConfig{Transports: cfg.Transports})
 	if err != nil {
 		return err
 	}

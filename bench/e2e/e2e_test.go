@@ -34,6 +34,7 @@ var (
 	e2ePin        = flag.Bool("e2e.pin", true, "BenchmarkE2E: pin the proxy process to one CPU and this process to another")
 	e2ePerf       = flag.Bool("e2e.perf", true, "BenchmarkE2E: count the proxy's syscalls with perf tracepoint counters where the kernel allows")
 	e2eCPUProfile = flag.String("e2e.cpuprofile", "", "BenchmarkE2E: `dir`ectory where each proxy process writes a CPU profile of its measured interval")
+	e2eTransports = flag.String("e2e.transports", "", "BenchmarkE2E: masqroute's steered QUIC sockets, comma-separated, a scenario each (masqroute only; bench/e2e/transports.go); empty: one socket, 4-byte IDs")
 	e2eChildEnv   = flag.String("e2e.childenv", "", "BenchmarkE2E: comma-separated KEY=VALUE `list` added to every proxy process's environment (e.g. GOGC=200,GOMEMLIMIT=1GiB)")
 )
 
@@ -130,20 +131,30 @@ func (c closingMain) Run() int {
 //	go test -run '^$' -bench 'E2E/impl=masqroute/tunnels=100$/mode=closed' -benchtime 1x \
 //	    -e2e.cpuprofile /tmp/prof ./bench/e2e/
 //
+// With -e2e.transports 1,2 each scenario also runs masqroute alone on that
+// many steered SO_REUSEPORT sockets (transports=T; e2e.ServerConfig),
+// reporting transport-T-share-% (each transport's share of the QUIC
+// packets received) and stray-pkts (packets on a transport that did not
+// know their connection ID).
+//
 // Under -short only a smoke variant runs: one tunnel, closed loop, 200 ms,
 // each proxy in its process all the same.
 func BenchmarkE2E(b *testing.B) {
 	h := newHarness(b)
 	for _, sc := range h.scenarios {
 		for _, impl := range h.impls {
+			if sc.transports > 0 && impl != e2e.Masqroute {
+				continue // one socket whatever -e2e.transports says
+			}
 			b.Run(fmt.Sprintf("impl=%s/%s", impl, sc.name), func(b *testing.B) { h.sub(b, sc, impl) })
 		}
 	}
 }
 
 type scenario struct {
-	name string // "tunnels=N/mode=M"
-	cfg  loadgen.Config
+	name       string // "tunnels=N/mode=M", then "/transports=T" with -e2e.transports
+	cfg        loadgen.Config
+	transports int // e2e.ServerConfig.Transports
 }
 
 // harness is BenchmarkE2E's state across its sub-benchmarks.
@@ -196,7 +207,16 @@ func newHarness(b *testing.B) *harness {
 			default:
 				b.Fatalf("-e2e.modes: unknown mode %q", mode)
 			}
-			h.scenarios = append(h.scenarios, scenario{fmt.Sprintf("tunnels=%d/mode=%s", n, mode), cfg})
+			name := fmt.Sprintf("tunnels=%d/mode=%s", n, mode)
+			if *e2eTransports == "" {
+				h.scenarios = append(h.scenarios, scenario{name: name, cfg: cfg})
+			}
+			for _, tr := range list(*e2eTransports) {
+				t, err := strconv.Atoi(tr)
+				require.NoError(b, err, "-e2e.transports")
+				require.Positive(b, t, "-e2e.transports")
+				h.scenarios = append(h.scenarios, scenario{name: fmt.Sprintf("%s/transports=%d", name, t), cfg: cfg, transports: t})
+			}
 		}
 	}
 	for _, s := range list(*e2eImpls) {
@@ -285,6 +305,9 @@ func (h *harness) round(b *testing.B, sc scenario) {
 	h.rounds[sc.name]++
 	for i := range h.impls {
 		impl := h.impls[(n+i)%len(h.impls)]
+		if sc.transports > 0 && impl != e2e.Masqroute {
+			continue
+		}
 		if !benchSelected(fmt.Sprintf("%s/impl=%s/%s", strings.SplitN(b.Name(), "/", 2)[0], impl, sc.name)) {
 			continue
 		}
@@ -300,7 +323,7 @@ func (h *harness) measure(b *testing.B, sc scenario, impl e2e.Impl, round int) *
 	if h.pinned {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	}
-	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv}
+	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports}
 	if dir := *e2eCPUProfile; dir != "" {
 		require.NoError(b, os.MkdirAll(dir, 0o755))
 		pcfg.CPUProfile = filepath.Join(dir, fmt.Sprintf("%s-%s-%d.pprof", impl, strings.ReplaceAll(sc.name, "/", "-"), round))
@@ -382,6 +405,7 @@ func (m *measurement) report(b *testing.B) {
 		}
 		b.ReportMetric((v.Value-s0.Metrics[k].Value)/rt, unit+"/rt")
 	}
+	reportTransports(b, res)
 	if testing.Verbose() {
 		var sb strings.Builder
 		_ = res.WriteText(&sb)
@@ -559,4 +583,21 @@ func TestProcess(t *testing.T) {
 	// A child that fails before it is ready is reported and reaped.
 	_, err := e2e.StartProcess("nginx", e2e.ProcessConfig{CPU: -1})
 	require.ErrorContains(t, err, "exited before it was ready")
+}
+
+// reportTransports reports, for a run on several transports
+// (-e2e.transports), each transport's share of the QUIC packets its
+// connections received over the measured interval and drain
+// (transport-T-share-%) and the packets that reached a transport which
+// did not know their connection ID (stray-pkts: after the handshake, a
+// packet steered to the wrong socket).
+func reportTransports(b *testing.B, res loadgen.Result) {
+	shares := res.DataPath.TransportShares()
+	if shares == nil {
+		return
+	}
+	for t, sh := range shares {
+		b.ReportMetric(sh, fmt.Sprintf("transport-%d-share-%%", t))
+	}
+	b.ReportMetric(float64(res.Drops[e2e.StrayDrop]), "stray-pkts")
 }

@@ -93,8 +93,11 @@ type Env struct {
 
 // Start starts impl on 127.0.0.1 with an echo target beside it, all in
 // this process.
-func Start(impl Impl) (_ *Env, err error) {
-	e, err := StartServer(impl)
+func Start(impl Impl) (_ *Env, err error) { return StartWith(impl, ServerConfig{}) }
+
+// StartWith is Start with cfg.
+func StartWith(impl Impl, cfg ServerConfig) (_ *Env, err error) {
+	e, err := StartServerWith(impl, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +115,10 @@ func Start(impl Impl) (_ *Env, err error) {
 // StartServer starts impl's server alone on 127.0.0.1, without the echo
 // target: the half of an Env that a proxy process runs (see ChildMain).
 // Addr is the address clients dial; Transport is set for RawQUIC only.
-func StartServer(impl Impl) (_ *Env, err error) {
+func StartServer(impl Impl) (_ *Env, err error) { return StartServerWith(impl, ServerConfig{}) }
+
+// StartServerWith is StartServer with cfg.
+func StartServerWith(impl Impl, cfg ServerConfig) (_ *Env, err error) {
 	c, err := Cert()
 	if err != nil {
 		return nil, err
@@ -123,7 +129,7 @@ func StartServer(impl Impl) (_ *Env, err error) {
 			e.Close()
 		}
 	}()
-	withRole("server", func() { e.Addr, err = e.startServer(c) })
+	withRole("server", func() { e.Addr, err = e.startServer(c, cfg) })
 	if err != nil {
 		return nil, err
 	}
@@ -158,10 +164,10 @@ func withRole(role string, f func()) {
 }
 
 // startServer starts e.Impl's server and returns the address clients dial.
-func (e *Env) startServer(c *devcert.Cert) (addr string, err error) {
+func (e *Env) startServer(c *devcert.Cert, cfg ServerConfig) (addr string, err error) {
 	switch e.Impl {
 	case Masqroute:
-		addr, err = e.startMasqroute(c)
+		addr, err = e.startMasqroute(c, cfg.Transports)
 	case Baseline:
 		var s *baseline.Server
 		if s, err = baseline.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
@@ -195,13 +201,16 @@ func LoopbackPolicy() *policy.Policy {
 	return p
 }
 
-func (e *Env) startMasqroute(c *devcert.Cert) (string, error) {
+func (e *Env) startMasqroute(c *devcert.Cert, transports int) (string, error) {
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return "", err
+	}
+	if transports > 0 {
+		return e.startMasqrouteTransports(c, p, transports)
 	}
 	tlsConf := c.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}

@@ -47,6 +47,8 @@ type ProcessConfig struct {
 	// (SyscallCounters); where that fails, Process.SyscallsErr says why and
 	// the run goes on without them.
 	CountSyscalls bool
+	// Transports is the server's ServerConfig.Transports.
+	Transports int
 }
 
 // A Process is a proxy running in a process of its own (see ChildMain),
@@ -160,7 +162,7 @@ func startProcess(impl Impl, cfg ProcessConfig) (_ *Process, err error) {
 			return nil, err
 		}
 	}
-	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile})
+	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports})
 	if err != nil {
 		return nil, err
 	}

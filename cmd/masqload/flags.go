@@ -43,6 +43,7 @@ type config struct {
 	target    string
 	transport string
 	local     string
+	localTrs  int
 	echo      bool
 	metrics   string
 	json      bool
@@ -68,6 +69,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.target, "target", "", "UDP echo target `address` (host:port) the tunnels reach")
 	fs.StringVar(&c.transport, "transport", "masque", "masque (CONNECT-UDP through -proxy) or rawquic (raw QUIC datagrams to a rawecho server at -proxy)")
 	fs.StringVar(&c.local, "local", "", "start `impl` in process on loopback and drive it: masqroute, baseline or rawquic")
+	fs.IntVar(&c.localTrs, "local-transports", 0, "with -local masqroute: serve on this many SO_REUSEPORT sockets steered by connection ID (0: one, 4-byte IDs);\n"+
+		"each of -conns dials from its own port, so the kernel spreads them: use -conns of 8 per transport or more")
 	fs.BoolVar(&c.echo, "echo", false, "start a UDP echo target on 127.0.0.1 and use it as -target")
 	fs.StringVar(&c.metrics, "metrics", "", "the proxy's Prometheus `URL` (http://host:port/metrics): its counters are scraped before and after")
 	fs.BoolVar(&c.json, "json", false, "print the result as one JSON object")
@@ -110,6 +113,8 @@ func (c *config) check() error {
 		return bad("-duration must be positive")
 	case c.warmup < 0:
 		return bad("-warmup must not be negative")
+	case c.localTrs < 0:
+		return bad("-local-transports must not be negative")
 	}
 	if c.local != "" {
 		if _, err := e2e.ParseImpl(c.local); err != nil {
@@ -119,6 +124,9 @@ func (c *config) check() error {
 			return bad("-local starts its own proxy and target: drop -proxy, -target and -metrics")
 		}
 		return nil
+	}
+	if c.localTrs != 0 {
+		return bad("-local-transports needs -local masqroute")
 	}
 	if c.proxy == "" {
 		return bad("-proxy is required (or -local)")

@@ -47,6 +47,8 @@ func TestUsageErrors(t *testing.T) {
 		{"-local", "masqroute", "-proxy", "x:1"},
 		{"-bogus"},
 		{"-local", "masqroute", "extra"},
+		{"-proxy", "x:1", "-echo", "-local-transports", "2"},
+		{"-local", "masqroute", "-local-transports", "-1"},
 	} {
 		code, _, stderr := runCmd(t, args...)
 		require.Equal(t, 2, code, "%q: %s", args, stderr)
@@ -71,6 +73,16 @@ func TestLocalJSON(t *testing.T) {
 	require.Equal(t, 1, strings.Count(stdout, "\n"), "one JSON object, one line")
 	require.NotNil(t, res.DataPath, "the in-process proxy's data-path counts")
 	require.Positive(t, res.DataPath.Datagrams)
+}
+
+// -local-transports: the report gives each transport's share of the QUIC
+// packets, and no packet reached a transport without its connection.
+func TestLocalTransports(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "-local", "masqroute", "-local-transports", "2", "-tunnels", "16", "-conns", "16",
+		"-duration", "300ms", "-warmup", "50ms", "-drain", "200ms")
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `transports +0: \d+\.\d %, 1: \d+\.\d % of QUIC packets in`, stdout)
+	require.NotContains(t, stdout, "quic.transport_stray", "drops are listed only where not zero")
 }
 
 func TestLocalTextOpenLoop(t *testing.T) {

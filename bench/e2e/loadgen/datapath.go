@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/masqroute/masqroute/engine/proxy"
@@ -121,6 +122,37 @@ func newDataPath(counts map[string]uint64, datagrams uint64) *DataPath {
 	return d
 }
 
+// TransportPacketsKey is the data-path count of the QUIC packets the
+// connections of a multi-transport server's transport t received.
+func TransportPacketsKey(t int) string { return "transport.packets_in." + strconv.Itoa(t) }
+
+// TransportShares is each transport's share of the QUIC packets a
+// multi-transport server received, in %, by transport; nil without
+// TransportPacketsKey counts.
+func (d *DataPath) TransportShares() []float64 {
+	if d == nil {
+		return nil
+	}
+	var counts []uint64
+	var all uint64
+	for t := 0; ; t++ {
+		n, ok := d.Counts[TransportPacketsKey(t)]
+		if !ok {
+			break
+		}
+		counts = append(counts, n)
+		all += n
+	}
+	if all == 0 {
+		return nil
+	}
+	shares := make([]float64, len(counts))
+	for t, n := range counts {
+		shares[t] = 100 * float64(n) / float64(all)
+	}
+	return shares
+}
+
 // writeText writes d for people, under WriteText's path and drops.
 func (d *DataPath) writeText(b *strings.Builder) {
 	fmt.Fprintf(b, "data path (per datagram from clients, %s of them):\n", grouped(d.Datagrams))
@@ -134,6 +166,13 @@ func (d *DataPath) writeText(b *strings.Builder) {
 		d.batchText("from_target", "per call"), d.EmptyReadsPerDgram)
 	fmt.Fprintf(b, "  %-22s %8s  %s\n", "worker turns", "", d.batchText("worker", "per turn"))
 	fmt.Fprintf(b, "  %-22s %8s  %s\n", "sender batches", "", d.batchText("sender", "per batch"))
+	if shares := d.TransportShares(); shares != nil {
+		parts := make([]string, len(shares))
+		for t, sh := range shares {
+			parts[t] = fmt.Sprintf("%d: %.1f %%", t, sh)
+		}
+		fmt.Fprintf(b, "  %-22s %8s  %s of QUIC packets in\n", "transports", "", strings.Join(parts, ", "))
+	}
 }
 
 func (d *DataPath) batchText(hop, unit string) string {

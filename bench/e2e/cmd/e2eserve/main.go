@@ -28,10 +28,11 @@ func main() {
 	impl := flag.String("impl", "masqroute", "server to run: masqroute, baseline or rawquic")
 	ca := flag.String("ca", "", "write the server's certificate (PEM) to this `file` for clients to trust")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this `file` until interrupted")
+	transports := flag.Int("transports", 0, "masqroute only: serve on this many SO_REUSEPORT sockets steered by connection ID (0: one, 4-byte IDs)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout, *impl, *ca, *cpuprofile); err != nil {
+	if err := run(ctx, os.Stdout, *impl, *ca, *cpuprofile, *transports); err != nil {
 		fmt.Fprintln(os.Stderr, "e2eserve:", err)
 		os.Exit(1)
 	}
@@ -39,12 +40,12 @@ func main() {
 
 // run serves until ctx is done, after printing the flags masqload needs to
 // out.
-func run(ctx context.Context, out io.Writer, implName, ca, cpuprofile string) error {
+func run(ctx context.Context, out io.Writer, implName, ca, cpuprofile string, transports int) error {
 	impl, err := e2e.ParseImpl(implName)
 	if err != nil {
 		return err
 	}
-	env, err := e2e.Start(impl)
+	env, err := e2e.StartWith(impl, e2e.ServerConfig{Transports: transports})
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ func TestServeUntilDone(t *testing.T) {
 		var out bytes.Buffer
 		ca := filepath.Join(dir, impl+".pem")
 		prof := filepath.Join(dir, impl+".prof")
-		require.NoError(t, run(ctx, &out, impl, ca, prof))
+		require.NoError(t, run(ctx, &out, impl, ca, prof, 0))
 		require.Contains(t, out.String(), want)
 		pem, err := os.ReadFile(ca)
 		require.NoError(t, err)
@@ -33,5 +33,5 @@ func TestServeUntilDone(t *testing.T) {
 		require.NoError(t, err)
 		require.Positive(t, st.Size())
 	}
-	require.Error(t, run(context.Background(), &bytes.Buffer{}, "nginx", "", ""))
+	require.Error(t, run(context.Background(), &bytes.Buffer{}, "nginx", "", "", 0))
 }
