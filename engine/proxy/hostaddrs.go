@@ -110,7 +110,7 @@ func (p *Proxy) routineWatchHostAddrs(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	p.log.Debug("masqroute: watching the host's addresses")
 	defer p.log.Debug("masqroute: stopped watching the host's addresses")
-	p.hostAddrsChanged() // what changed between New and the first connection
+	p.hostAddrsChanged() // what changed between New and now
 	err := p.cfg.WatchHostAddrs(ctx, p.hostAddrsChanged)
 	if ctx.Err() == nil {
 		p.log.Warn("masqroute: the host's addresses are no longer watched; only RefreshHostAddrs reads them", "err", err)

@@ -23,18 +23,21 @@ const PollInterval = 30 * time.Second
 
 // Watch calls changed whenever an address may have been added to or removed
 // from one of the host's interfaces, on its own goroutine, one call at a
-// time, until ctx ends; then it returns ctx's error. changed should not
-// block for long: notifications queue in the kernel meanwhile, and past
-// the socket's buffer they are lost (which Watch reports as one more
-// change).
+// time, until ctx ends; then it returns ctx's error. It calls changed once
+// as soon as it watches, so that a change made before the subscription
+// existed is not lost. changed should not block for long: notifications
+// queue in the kernel meanwhile, and past the socket's buffer they are
+// lost (which Watch reports as one more change).
 func Watch(ctx context.Context, changed func()) error {
 	if sub, err := subscribe(); err == nil {
-		if err := watch(ctx, sub, changed); ctx.Err() != nil {
+		changed()
+		_ = watch(ctx, sub, changed) // ends with ctx, or when the subscription fails
+		if ctx.Err() != nil {
 			return ctx.Err()
-		} else if err != nil {
-			changed() // the subscription failed: anything may have changed since
 		}
+		// The subscription failed: poll, from a fresh read on.
 	}
+	changed()
 	return poll(ctx, PollInterval, changed)
 }
 
