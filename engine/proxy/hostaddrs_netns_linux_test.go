@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/masqroute/masqroute/engine/proxy"
 )
@@ -34,6 +35,14 @@ func TestHostAddrsNetns(t *testing.T) {
 		runInNetns(t, "TestHostAddrsNetns")
 		return
 	}
+	// The child's TestMain checks for leaked goroutines right after this
+	// test; give the listener's goroutines, which end after Close returns,
+	// time to go on a loaded machine. (Registered first: runs last.)
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(10 * time.Second); goleak.Find() != nil && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	ipCmd(t, "link", "set", "lo", "up")
 	link := "dummy"
 	if _, err := ipTry("link", "add", "mq0", "type", "dummy"); err != nil {
