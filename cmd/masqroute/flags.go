@@ -176,7 +176,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.ipPool4, "ip-pool4", proxy.DefaultIPPool4.String(), "IPv4 `prefix` CONNECT-IP clients get their addresses from")
 	fs.StringVar(&c.ipPool6, "ip-pool6", proxy.DefaultIPPool6.String(), "IPv6 `prefix` (a /64 or longer) CONNECT-IP clients get their addresses from")
 	fs.StringVar(&c.ipReachable, "ip-reachable", "", "comma-separated `CIDRs` CONNECT-IP clients may reach; their scopes are cut down to it\n"+
-		"(default: the netstack host's addresses with -ip netstack; every public address with -ip tun)")
+		"(default: the netstack host's addresses with -ip netstack; every public address with -ip tun);\n"+
+		"with -ip tun this host's own addresses are refused whatever it says, unless -allow names them")
 	fs.StringVar(&c.ipTemplates, "ip-templates", proxy.DefaultIPTemplate+","+proxy.DefaultIPTemplateNoVars,
 		"comma-separated CONNECT-IP URI `templates` (variables target and ipproto, optional)")
 	fs.StringVar(&c.ipHosts, "ip-hosts", "192.0.2.1,2001:db8::1", "`addresses` of the host in the -ip netstack userspace network\n"+

@@ -145,7 +145,8 @@ func (d *daemon) start() error {
 		return err
 	}
 	// Tunnels may not reach this host's own addresses (unless -allow names
-	// them); SIGHUP reads them again after an interface change.
+	// them); the proxy reads them again on every interface change, and
+	// SIGHUP does too.
 	d.reloadSteps = append(d.reloadSteps, reloadStep{name: "host addresses", reload: func() error {
 		if err := d.proxy.RefreshHostAddrs(); err != nil {
 			return err

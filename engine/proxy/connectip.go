@@ -80,6 +80,11 @@ type IPConfig struct {
 	// Allow adds networks to the default Reachable (ignored where
 	// Reachable is set); Deny takes networks out of Reachable, whatever
 	// it is. The daemon passes its -allow and -deny.
+	//
+	// On a Device that is not a packetio.IsolatedDevice (a TUN interface)
+	// the host's own addresses (Config.HostAddrs) are refused as
+	// destinations, whatever Reachable says, except those an Allow prefix
+	// holds (connectip_host.go).
 	Allow, Deny []netip.Prefix
 	// ReturnQueue is ignored.
 	//
@@ -95,7 +100,9 @@ type ipNet struct {
 	dev          packetio.Device
 	tmpls        []*template.Template
 	pool4, pool6 *ipaddr.Pool
-	reach        []netip.Prefix
+	reach        []netip.Prefix // without the host's addresses: see reachable
+	allow        []netip.Prefix // IPConfig.Allow: host addresses spared (connectip_host.go)
+	hostNet      bool           // dev leads into the host: refuse its addresses
 
 	// by4 and by6 find the tunnel of an assigned address by its offset in
 	// its pool. Written when tunnels start and end, read by
@@ -153,6 +160,7 @@ func newIPNet(p *Proxy, cfg IPConfig) (*ipNet, error) {
 		n.reach = append(ipaddr.Complement(policy.InternalPrefixes()), cfg.Allow...)
 	}
 	n.reach = ipaddr.Subtract(n.reach, cfg.Deny)
+	n.allow, n.hostNet = cfg.Allow, leadsIntoHost(cfg.Device)
 	go n.routineDeviceReceive()
 	return n, nil
 }
@@ -209,7 +217,7 @@ func (k *ipKind) Start(ctx context.Context, s *engine.Session, args engine.Args)
 		return nil, err
 	}
 	n := k.n
-	scope, err := n.p.parseIPScope(ctx, req.ipScope.target, req.ipScope.ipproto, n.reach)
+	scope, err := n.p.parseIPScope(ctx, req.ipScope.target, req.ipScope.ipproto, n.reachable())
 	if err != nil {
 		if errors.Is(err, ErrBadScope) {
 			return nil, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,

@@ -45,6 +45,14 @@ func ipTestTunnel(t *testing.T, out engine.DatagramSender, startSender bool) (*P
 		Logger: discardLogger(), IdleTimeout: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
+	tun, snd := ipTestTunnelOn(t, p, "*", out, startSender)
+	return p, tun, snd, ns
+}
+
+// ipTestTunnelOn is a tunnel of p's CONNECT-IP network, as ipTestTunnel's,
+// for the scope target asks (cut down as ipKind.Start does).
+func ipTestTunnelOn(t *testing.T, p *Proxy, target string, out engine.DatagramSender, startSender bool) (*ipTunnel, *sender) {
+	t.Helper()
 	r := engine.NewRouter(engine.Options{Sender: out, Logger: discardLogger()})
 	t.Cleanup(func() { r.Close() })
 	s, err := r.Register(0, nil) // a session for the replies' stream ID
@@ -56,13 +64,13 @@ func ipTestTunnel(t *testing.T, out engine.DatagramSender, startSender bool) (*P
 		snd = &sender{out: out, ctr: &p.counters}
 		snd.ring.Init(senderQueueLen)
 	}
-	scope, err := p.parseIPScope(context.Background(), "*", "*", p.ip.reach)
+	scope, err := p.parseIPScope(context.Background(), target, "*", p.ip.reachable())
 	require.NoError(t, err)
 	req := &Request{datagrams: true, ended: make(chan struct{})}
 	tun, err := p.ip.newTunnel(s, req, snd, scope)
 	require.NoError(t, err)
 	t.Cleanup(func() { tun.Close(engine.ErrUnregistered) })
-	return p, tun, snd, ns
+	return tun, snd
 }
 
 // udpPacketFor is a UDP packet from the network's host to the tunnel's

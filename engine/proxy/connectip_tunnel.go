@@ -217,7 +217,8 @@ func (t *ipTunnel) HandleDatagrams(batch [][]byte) {
 		case ippkt.IsLinkLocal(h.Dst):
 			// Link-local traffic is never forwarded (RFC 9484 §4.8).
 			t.c.dropScope.Add(1)
-		case !t.scope.Allows(h.Dst, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment):
+		case !t.scope.Allows(h.Dst, h.Proto, isICMP(h) || h.Fragment == ippkt.LaterFragment),
+			t.n.refusesHost(h.Dst): // an address the host took after the scope was set
 			t.c.dropScope.Add(1)
 			t.icmpToClient(pkt, func(from netip.Addr) ([]byte, error) {
 				return ippkt.DestinationUnreachable(pkt, from, ippkt.AdminProhibited)

@@ -1,9 +1,13 @@
 package proxy_test
 
 import (
+	"context"
 	"net/http"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -39,4 +43,47 @@ func TestProxyOwnAddressRefused(t *testing.T) {
 	require.Contains(t, resp.Header.Get("Proxy-Status"), "the proxy itself")
 	// The echo target on the same host, another port, still works.
 	echoOnce(t, dialUDP(t, env.dial(t), env.echo.Addr().String()), []byte("hi"))
+}
+
+// When the source of change notifications (injected here) says the host's
+// addresses changed, the proxy reads them again: an address the host took
+// is refused from then on, one it let go is no longer on the list. The
+// watch runs from Serve until Close (goleak checks that it ends).
+func TestHostAddrsFollowChanges(t *testing.T) {
+	var host atomic.Pointer[[]netip.Addr]
+	host.Store(&[]netip.Addr{netip.MustParseAddr("8.8.8.8")})
+	changes, watching := make(chan struct{}), make(chan struct{})
+	env := startProxy(t, proxy.Config{
+		HostAddrs: func() ([]netip.Addr, error) { return *host.Load(), nil },
+		WatchHostAddrs: func(ctx context.Context, changed func()) error {
+			close(watching)
+			for {
+				select {
+				case <-changes:
+					changed()
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		},
+	})
+	select {
+	case <-watching:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not start with Serve")
+	}
+	c := env.rawDial(t)
+	refusedAsOwn := func(addr string) {
+		t.Helper()
+		resp := c.do(t, http.MethodConnect, "connect-udp", udpPath(addr, "53"))
+		checkRefusal(t, resp, http.StatusForbidden, "destination_ip_prohibited")
+		require.Contains(t, resp.Header.Get("Proxy-Status"), "own host", addr)
+	}
+	refusedAsOwn("8.8.8.8")
+	host.Store(&[]netip.Addr{netip.MustParseAddr("8.8.4.4")})
+	changes <- struct{}{}
+	require.Eventually(t, func() bool {
+		return slices.Equal(env.proxy.HostAddrs(), []netip.Addr{netip.MustParseAddr("8.8.4.4")})
+	}, 5*time.Second, time.Millisecond, "read again after the notification")
+	refusedAsOwn("8.8.4.4")
 }

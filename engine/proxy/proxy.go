@@ -17,6 +17,7 @@ import (
 
 	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/h3"
+	"github.com/masqroute/masqroute/engine/internal/ifwatch"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/udpio"
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -71,6 +72,12 @@ type Config struct {
 	// reach unless Policy names them explicitly (hostaddrs.go). Default
 	// InterfaceAddrs; read by New and by RefreshHostAddrs.
 	HostAddrs func() ([]netip.Addr, error)
+	// WatchHostAddrs, while the proxy serves, calls changed whenever the
+	// host's addresses may have changed (the proxy then reads HostAddrs
+	// again) until ctx ends. Default, with the default HostAddrs: address
+	// notifications from rtnetlink on Linux, a poll every 30 s elsewhere;
+	// with a HostAddrs of one's own, none.
+	WatchHostAddrs func(ctx context.Context, changed func()) error
 	// Resolver resolves target host names. Default net.DefaultResolver.
 	Resolver Resolver
 	// ResolveTimeout bounds one target lookup. Default
@@ -184,6 +191,7 @@ type Proxy struct {
 	log         *slog.Logger
 	counters    proxyCounters
 	host        atomic.Pointer[hostAddrs] // the host's addresses (hostaddrs.go)
+	hostWatch   hostWatcher               // reads them again when they change
 	listenAddrs listenSet                 // every listener's address, for checkHost
 	auth        authCounters
 	tcp         tcpCounters  // CONNECT (TCP) tunnels (connecttcp.go)
@@ -234,6 +242,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.HostAddrs == nil {
 		cfg.HostAddrs = InterfaceAddrs
+		if cfg.WatchHostAddrs == nil {
+			cfg.WatchHostAddrs = ifwatch.Watch
+		}
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
@@ -400,6 +411,7 @@ func (p *Proxy) Serve(ln *quic.Listener) error {
 		return http.ErrServerClosed
 	}
 	p.listeners[ln] = struct{}{}
+	p.startHostWatchLocked()
 	p.mu.Unlock()
 	p.addListenAddr(ln.Addr())
 	defer func() {
@@ -475,6 +487,7 @@ func (p *Proxy) Close() error {
 	p.mu.Unlock()
 	p.connsWG.Wait()
 	p.stockWG.Wait()
+	p.stopHostWatch()
 	p.mu.Lock()
 	exec, pollers := p.exec, p.pollers
 	p.mu.Unlock()
@@ -515,8 +528,10 @@ func (p *Proxy) releaseTunnel(c *proxyConn) {
 }
 
 // startDataPathLocked starts the executor and the pollers the first time a
-// connection needs them. The caller holds p.mu.
+// connection needs them, and the watch on the host's addresses if Serve has
+// not. The caller holds p.mu.
 func (p *Proxy) startDataPathLocked() {
+	p.startHostWatchLocked()
 	if p.exec != nil {
 		return
 	}
