@@ -154,9 +154,10 @@ type SyscallCounters struct {
 
 // SyscallNames are the syscalls counted one by one besides the total: the
 // datagram path's (quic-go: sendmsg, recvmmsg; masqroute: sendmmsg,
-// recvmmsg; the baseline: write, read), the netpoller's and the thread
+// recvmmsg; the baseline: write, read), the netpoller's (epoll_pwait), the
+// pollers' own (epoll_wait, on their epoll instances) and the thread
 // parker's.
-var SyscallNames = []string{"sendmsg", "sendmmsg", "recvmsg", "recvmmsg", "write", "read", "epoll_pwait", "futex", "nanosleep"}
+var SyscallNames = []string{"sendmsg", "sendmmsg", "recvmsg", "recvmmsg", "write", "read", "epoll_pwait", "epoll_wait", "futex", "nanosleep"}
 
 // OpenSyscallCounters starts counting pid's syscalls.
 func OpenSyscallCounters(pid int) (_ *SyscallCounters, err error) {
