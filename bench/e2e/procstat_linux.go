@@ -155,7 +155,8 @@ type SyscallCounters struct {
 // SyscallNames are the syscalls counted one by one besides the total: the
 // datagram path's (quic-go: sendmsg, recvmmsg; masqroute: sendmmsg,
 // recvmmsg; the baseline: write, read), the netpoller's and the thread
-// parker's.
+// parker's. epoll_pwait includes the pollers' own waits on their epoll
+// instances: golang.org/x/sys's EpollWait issues epoll_pwait.
 var SyscallNames = []string{"sendmsg", "sendmmsg", "recvmsg", "recvmmsg", "write", "read", "epoll_pwait", "futex", "nanosleep"}
 
 // OpenSyscallCounters starts counting pid's syscalls.

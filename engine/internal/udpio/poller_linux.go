@@ -12,17 +12,31 @@ package udpio
 // wakes, one epoll_wait(…, 0) hands it every socket that became ready
 // since, and it calls each one's handler in turn.
 //
-//	routinePoll:  park ──wake──▶ collect ──▶ round ──▶ (ready empty?) ──yes──▶ park
-//	                               ▲                        │ no
-//	                               └── epoll_wait(…,0) ◀────┘
+//	routinePoll (inside one rc.Read, for the Poller's life):
+//	  park ──wake──▶ epoll_wait(…,0) ──▶ round ──▶ more asked, or dense? ──no──▶ park
+//	                    ▲                                 │ yes
+//	                    └─────────────────────────────────┘
 //
 // A round calls every ready registration's handler once, in the order they
 // became ready. A handler that filled its batch returns true and goes to
 // the back of the next round; before that round, a non-blocking epoll_wait
 // collects the sockets that became ready meanwhile, which join the round
 // behind the re-queued ones. So a socket that never runs dry gets one
-// batch per round, as does every other ready socket: none starves, and
-// the goroutine parks only when no handler asked for more.
+// batch per round, as does every other ready socket: none starves.
+//
+// Parking without a last look. The whole loop runs inside one
+// RawConn.Read callback, so the netpoller's readiness of the epoll
+// descriptor is never reset between rounds (RawConn.Read resets it only
+// when it starts). Any socket event after an epoll_wait raises a new edge
+// on the epoll descriptor, which the netpoller keeps until the goroutine
+// waits again. So after a sparse round — one event, no handler asking for
+// more — the goroutine parks at once, without an epoll_wait that would
+// find nothing: paced traffic costs one epoll_wait per wake, not two. After
+// a dense round (two or more events, or a full event array) it looks again
+// before parking, because more events probably came during the round and
+// a park would only be undone by the netpoller at once. A wake that finds
+// the descriptor ready for events already collected costs one epoll_wait
+// that finds nothing (counted as a wake with no events).
 //
 // Invariants:
 //   - The epoll descriptor is only used inside p.rc.Read or p.rc.Control,
@@ -98,11 +112,9 @@ type Poller struct {
 
 	// Owned by routinePoll.
 	events [pollEvents]unix.EpollEvent
-	nev    int           // events[:nev] came from the last epoll_wait
-	errno  syscall.Errno // the last epoll_wait's error, 0 if none
-	parked bool          // the last wait parked in the netpoller
-	waitFn func(fd uintptr) bool
-	pollFn func(fd uintptr) bool
+	nev    int             // events[:nev] came from the last epoll_wait
+	errno  syscall.Errno   // the last epoll_wait's error, 0 if none
+	waited bool            // serve returned false: the next call follows a netpoller wait
 	ready  []*Registration // this round
 	next   []*Registration // re-queued for the next round
 	err    error           // why routinePoll stopped early; read after done
@@ -139,8 +151,6 @@ func NewPoller() (*Poller, error) {
 		return nil, err
 	}
 	p.mu.regs = make(map[uint64]*Registration)
-	p.waitFn = p.wait
-	p.pollFn = p.poll
 	go p.routinePoll()
 	return p, nil
 }
@@ -246,60 +256,63 @@ func (p *Poller) Close() error {
 	return p.err
 }
 
-// routinePoll is the Poller's goroutine; see the diagram at the top.
+// routinePoll is the Poller's goroutine; see the diagram at the top. It
+// makes one rc.Read call for the Poller's life, so that the netpoller's
+// readiness of the epoll descriptor survives from one wait to the next.
 func (p *Poller) routinePoll() {
 	defer close(p.done)
+	if err := p.rc.Read(p.serve); err != nil && !p.closing.Load() {
+		// Close closed the file (RawConn.Read says "use of closed file",
+		// internal/poll's ErrFileClosing, which os.ErrClosed does not
+		// match): not an error. Anything else is.
+		p.err = err
+	}
+}
+
+// serve is rc.Read's callback. It collects events and runs rounds until a
+// round leaves nothing to do, then returns false: rc.Read waits for the
+// epoll descriptor's next edge (at once, if one came since the last
+// epoll_wait) and calls it again. It returns true to stop: on Close or an
+// epoll_wait error.
+func (p *Poller) serve(fd uintptr) bool {
+	if p.waited {
+		p.waited = false
+		stats.poll.wakes.Add(1)
+	}
 	for !p.closing.Load() {
-		fn := p.waitFn
-		if len(p.ready) > 0 {
-			fn = p.pollFn // handlers asked for more: do not park
-		}
-		p.nev, p.errno, p.parked = 0, 0, false
-		if err := p.rc.Read(fn); err != nil {
-			// Close closed the file (RawConn.Read says "use of closed
-			// file", internal/poll's ErrFileClosing, which os.ErrClosed
-			// does not match): not an error. Anything else is.
-			if !p.closing.Load() {
-				p.err = err
-			}
-			return
-		}
+		p.nev, p.errno = 0, 0
+		p.epollWait(fd)
 		if p.errno != 0 {
 			p.err = os.NewSyscallError("epoll_wait", p.errno)
-			return
-		}
-		if p.parked {
-			stats.poll.wakes.Add(1)
+			return true
 		}
 		if p.nev > 0 {
 			stats.poll.events.Add(uint64(p.nev))
 			p.collect()
 		}
+		if len(p.ready) == 0 {
+			break // nothing ready: park
+		}
+		// More may be waiting: the event array was full, or the round
+		// is dense enough that events probably arrived during it.
+		again := p.nev > 1
 		p.round()
+		if len(p.ready) == 0 && !again {
+			break // a sparse round: park without a last look
+		}
 	}
-}
-
-// wait is rc.Read's callback when no handler asked for more: it returns
-// false, and so parks routinePoll in the netpoller, while no socket is
-// ready.
-func (p *Poller) wait(fd uintptr) bool {
-	if p.epollWait(fd) {
+	if p.closing.Load() {
 		return true
 	}
-	p.parked = true
+	p.waited = true
 	return false
-}
-
-// poll is rc.Read's callback between rounds: it never parks.
-func (p *Poller) poll(fd uintptr) bool {
-	p.epollWait(fd)
-	return true
 }
 
 // epollWait collects ready events without blocking and reports whether
 // there were any (or an error, left in p.errno).
 func (p *Poller) epollWait(fd uintptr) bool {
 	for {
+		stats.poll.waits.Add(1)
 		n, err := unix.EpollWait(int(fd), p.events[:], 0)
 		switch {
 		case err == unix.EINTR:

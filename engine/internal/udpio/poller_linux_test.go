@@ -180,7 +180,10 @@ func TestPollerManyInOneWake(t *testing.T) {
 	for _, r := range readers {
 		require.EqualValues(t, 1, r.calls.Load())
 	}
-	require.EqualValues(t, 1, after.PollerWakes-before.PollerWakes, "wakes")
+	// The gate's wake, and one return from the netpoller wait for the
+	// edge the 200 raised while the gate held the poller (it parks after
+	// the gate's sparse round without a last look; the edge is kept).
+	require.LessOrEqual(t, after.PollerWakes-before.PollerWakes, uint64(2), "wakes")
 	require.EqualValues(t, sockets+1, after.PollerEvents-before.PollerEvents, "events")
 	require.EqualValues(t, sockets+1, after.PollerTurns-before.PollerTurns, "turns")
 	require.EqualValues(t, sockets+1, after.ReadSyscalls-before.ReadSyscalls, "reads")
@@ -217,10 +220,14 @@ func TestPollerPacedNoEmptyReads(t *testing.T) {
 	})
 	after := Stats()
 	empty := after.ReadEmpty - before.ReadEmpty
-	t.Logf("%d datagrams: %d reads, %d empty, %d wakes", count,
-		after.ReadSyscalls-before.ReadSyscalls, empty, after.PollerWakes-before.PollerWakes)
+	waits := after.PollerWaits - before.PollerWaits
+	t.Logf("%d datagrams: %d reads, %d empty, %d wakes, %d epoll_waits", count,
+		after.ReadSyscalls-before.ReadSyscalls, empty, after.PollerWakes-before.PollerWakes, waits)
 	require.LessOrEqual(t, empty, uint64(count/20), "empty reads")
 	require.LessOrEqual(t, after.ReadSyscalls-before.ReadSyscalls, uint64(count)+empty)
+	// One epoll_wait per datagram (the one that collects its event), not
+	// a second one before parking that would find nothing.
+	require.LessOrEqual(t, waits, uint64(count+count/10), "epoll_waits")
 }
 
 // TestPollerFairness: a socket that never runs dry (its handler always asks

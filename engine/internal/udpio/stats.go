@@ -63,6 +63,9 @@ type Counters struct {
 	// collected (events per wake = PollerEvents / PollerWakes).
 	PollerWakes  uint64
 	PollerEvents uint64
+	// PollerWaits counts the pollers' epoll_wait calls (all non-blocking),
+	// the ones that found nothing included.
+	PollerWaits uint64
 	// PollerTurns counts handler calls; PollerRequeues counts the turns
 	// after which a handler asked to be called again (it filled its batch).
 	PollerTurns    uint64
@@ -84,6 +87,7 @@ func Stats() Counters {
 		ReadEmpty:      stats.rd.empty.Load(),
 		PollerWakes:    stats.poll.wakes.Load(),
 		PollerEvents:   stats.poll.events.Load(),
+		PollerWaits:    stats.poll.waits.Load(),
 		PollerTurns:    stats.poll.turns.Load(),
 		PollerRequeues: stats.poll.requeues.Load(),
 	}
@@ -105,7 +109,7 @@ var stats struct {
 	}
 	_    cacheLinePad
 	poll struct {
-		wakes, events, turns, requeues atomic.Uint64
+		wakes, events, waits, turns, requeues atomic.Uint64
 	}
 	_ cacheLinePad
 }
