@@ -183,7 +183,10 @@ func TestPollerManyInOneWake(t *testing.T) {
 	// The gate's wake, and one return from the netpoller wait for the
 	// edge the 200 raised while the gate held the poller (it parks after
 	// the gate's sparse round without a last look; the edge is kept).
-	require.LessOrEqual(t, after.PollerWakes-before.PollerWakes, uint64(2), "wakes")
+	// Under the race detector the netpoller can report that edge once
+	// more after the round that consumed it (seen 1 run in 15), so 3;
+	// one wake per socket would be 201.
+	require.LessOrEqual(t, after.PollerWakes-before.PollerWakes, uint64(3), "wakes")
 	require.EqualValues(t, sockets+1, after.PollerEvents-before.PollerEvents, "events")
 	require.EqualValues(t, sockets+1, after.PollerTurns-before.PollerTurns, "turns")
 	require.EqualValues(t, sockets+1, after.ReadSyscalls-before.ReadSyscalls, "reads")
