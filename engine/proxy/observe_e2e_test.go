@@ -38,7 +38,13 @@ func TestHooksAndTunnels(t *testing.T) {
 	for range 3 {
 		echoOnce(t, u, []byte("hello"))
 	}
-	live := env.proxy.Tunnels()
+	// The worker counts a batch after it is written, which can be after
+	// its echo reached the client.
+	var live []proxy.TunnelInfo
+	require.Eventually(t, func() bool {
+		live = env.proxy.Tunnels()
+		return len(live) == 1 && live[0].ToTarget >= 3
+	}, 5*time.Second, time.Millisecond)
 	require.Len(t, live, 1)
 	require.Equal(t, "connect-udp", live[0].Kind)
 	require.Equal(t, env.echo.Addr().String(), live[0].Target)
