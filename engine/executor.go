@@ -60,7 +60,8 @@ type worker struct {
 	wakeups atomic.Uint64 // parks that ended with a producer's token
 	turns   atomic.Uint64 // session turns run
 	dgrams  atomic.Uint64 // datagrams handed to handlers
-	_       [cacheLinePad - 24]byte
+	delay   delayHist     // sampled queue delays of the sessions it runs (queuedelay.go)
+	_       [cacheLinePad - (24+(queueDelayBuckets+1)*8)%cacheLinePad]byte
 }
 
 // NewExecutor starts an executor with n worker goroutines (DefaultWorkers
@@ -96,6 +97,10 @@ type ExecutorStats struct {
 	Wakeups   uint64 // a parked worker woken by a producer: one goroutine wake-up each
 	Turns     uint64 // session turns (one batch each)
 	Datagrams uint64 // datagrams handed to handlers
+
+	// QueueDelay: sampled time from Dispatch to the turn that hands a
+	// datagram to its Handler, over every worker (queuedelay.go).
+	QueueDelay QueueDelay
 }
 
 // Stats returns a snapshot of the executor's counters.
@@ -106,6 +111,7 @@ func (e *Executor) Stats() ExecutorStats {
 		st.Wakeups += w.wakeups.Load()
 		st.Turns += w.turns.Load()
 		st.Datagrams += w.dgrams.Load()
+		w.delay.addTo(&st.QueueDelay)
 	}
 	return st
 }

@@ -55,7 +55,10 @@ type Session struct {
 	pullMu sync.Mutex
 
 	delivered atomic.Uint64 // datagrams handed to the Handler or popped
-	protocol  string
+	// delayStamp is the queue-delay sample's stamp (queuedelay.go):
+	// written by producers, read by the consumer.
+	delayStamp atomic.Uint64
+	protocol   string
 
 	// Scheduling of a session with a Handler (see executor.go). worker and
 	// node are set by newSession and immutable. dedicated is non-nil for a
@@ -276,8 +279,12 @@ func (s *Session) runTurn(scratch *[][]byte, w *worker) bool {
 		*scratch = make([][]byte, bs)
 	}
 	batch := (*scratch)[:bs]
+	h := s.ring.Head()
 	n := s.ring.PopBatch(batch)
 	if n > 0 {
+		if w != nil {
+			w.delay.observeQueueDelay(s, h, n) // before the Handler runs
+		}
 		s.deliver(batch[:n])
 		clear(batch[:n])
 		if w != nil {
