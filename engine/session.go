@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 
@@ -67,6 +68,7 @@ type Session struct {
 	// Wake only after a Park that follows it. finished is written by the
 	// session's consumer when it tears the session down.
 	worker    *worker
+	labels    *labelSet // profiler labels of its turns on worker (labels.go)
 	node      schedNode
 	dedicated chan struct{}
 	finished  bool
@@ -102,6 +104,7 @@ func newSession(r *Router, id uint64, protocol string, state State, limit int, p
 	s.ring.Init(r.opts.RingSize)
 	if !pull {
 		s.worker = r.executorOnControl().place()
+		s.labels = s.worker.labels.forKind(kindLabel(protocol))
 		s.node.s = s
 		s.ring.SetWaker((*sessionWaker)(s))
 	}
@@ -308,6 +311,7 @@ func (s *Session) finish() {
 
 // routineDedicated is the goroutine of a session whose Handler may block.
 func (s *Session) routineDedicated() {
+	pprof.SetGoroutineLabels(dedicatedLabels(s.protocol))
 	scratch := make([][]byte, s.router.opts.BatchSize)
 	for {
 		if s.runTurn(&scratch, nil) {
