@@ -46,14 +46,32 @@ func TestPrometheusProbe(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestParseSample(t *testing.T) {
-	name, labels, v, ok := parseSample(`a_total{x="1",y="two"} 42 1700000000`)
-	require.True(t, ok)
-	require.Equal(t, "a_total", name)
-	require.Equal(t, map[string]string{"x": "1", "y": "two"}, labels)
-	require.Equal(t, uint64(42), v)
-	for _, bad := range []string{"novalue", `a{x="1" 3`, "a NaNx", "a -1"} {
-		_, _, _, ok := parseSample(bad)
-		require.False(t, ok, bad)
+// TestParseProxyMetricsTypes: untyped samples (no TYPE line) count, a
+// histogram family is skipped, a malformed exposition is an error.
+func TestParseProxyMetricsTypes(t *testing.T) {
+	c, err := parseProxyMetrics(strings.NewReader(`# TYPE masqroute_router_queue_delay_seconds histogram
+masqroute_router_queue_delay_seconds_bucket{le="+Inf"} 3
+masqroute_router_queue_delay_seconds_sum 0.1
+masqroute_router_queue_delay_seconds_count 3
+masqroute_router_dispatched_total{} 7 1700000000
+masqroute_datapath_wakeups_total{goroutine="worker"} 4
+masqroute_datagrams_dropped_total{reason="closed \"x\""} 2
+`))
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), c.Hops[0].Count)
+	require.Equal(t, map[string]uint64{"wakeups.worker": 4}, c.DataPath)
+	require.Equal(t, map[string]uint64{`proxy.closed "x"`: 2}, c.Drops, "escaped quotes in a label value")
+	for _, bad := range []string{"novalue\n", `a{x="1" 3` + "\n", "a NaNx\n"} {
+		_, err := parseProxyMetrics(strings.NewReader(bad))
+		require.Error(t, err, bad)
 	}
+}
+
+// FuzzParseProxyMetrics: any input parses or fails, never panics.
+func FuzzParseProxyMetrics(f *testing.F) {
+	f.Add(sampleMetrics)
+	f.Add("a{x=\"1\"} 2\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		_, _ = parseProxyMetrics(strings.NewReader(in))
+	})
 }
