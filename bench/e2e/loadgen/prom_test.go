@@ -75,3 +75,22 @@ func FuzzParseProxyMetrics(f *testing.F) {
 		_, _ = parseProxyMetrics(strings.NewReader(in))
 	})
 }
+
+// TestWriteTextLossAndPlurals: one tunnel is "1 tunnel"; a loss without the
+// proxy's hops gets the one line that says how to place it, and not with
+// them.
+func TestWriteTextLossAndPlurals(t *testing.T) {
+	res := Result{Transport: "masqroute", Tunnels: 1, Conns: 1, Size: 100, Window: 8, Sent: 10, Received: 7, Lost: 3,
+		Hops: []Hop{{Stage: StageSent, Name: "generator: sent", Count: 10}, {Stage: StageReceived, Name: "generator: received", Count: 7}}}
+	var b strings.Builder
+	require.NoError(t, res.WriteText(&b))
+	require.Contains(t, b.String(), "masqroute: 1 tunnel over 1 connection,")
+	require.Equal(t, 1, strings.Count(b.String(), "give -metrics"))
+
+	res.Tunnels, res.Conns = 3, 2
+	res.Hops = append(res.Hops, Hop{Stage: StageProxyIn, Name: "proxy: router dispatched", Count: 10})
+	b.Reset()
+	require.NoError(t, res.WriteText(&b))
+	require.Contains(t, b.String(), "masqroute: 3 tunnels over 2 connections,")
+	require.NotContains(t, b.String(), "give -metrics")
+}
