@@ -2,6 +2,7 @@ package engine
 
 import (
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 )
@@ -54,13 +55,15 @@ type worker struct {
 	q      readyQueue    // its head sits on its own line
 	parked atomic.Bool   // the worker is parked or about to; see routineWorker
 	wake   chan struct{} // capacity 1: the token that unparks the worker
+	labels workerLabels  // profiler labels (labels.go)
 	_      [cacheLinePad]byte
 
 	// Worker-owned counters; atomic only so that Stats can read them.
 	wakeups atomic.Uint64 // parks that ended with a producer's token
 	turns   atomic.Uint64 // session turns run
 	dgrams  atomic.Uint64 // datagrams handed to handlers
-	_       [cacheLinePad - 24]byte
+	delay   delayHist     // sampled queue delays of the sessions it runs (queuedelay.go)
+	_       [cacheLinePad - (24+(queueDelayBuckets+1)*8)%cacheLinePad]byte
 }
 
 // NewExecutor starts an executor with n worker goroutines (DefaultWorkers
@@ -73,6 +76,7 @@ func NewExecutor(n int) *Executor {
 	for i := range e.workers {
 		w := &e.workers[i]
 		w.q.init()
+		w.labels.init(i)
 		w.wake = make(chan struct{}, 1)
 		e.wg.Add(1)
 		go e.routineWorker(w)
@@ -96,6 +100,10 @@ type ExecutorStats struct {
 	Wakeups   uint64 // a parked worker woken by a producer: one goroutine wake-up each
 	Turns     uint64 // session turns (one batch each)
 	Datagrams uint64 // datagrams handed to handlers
+
+	// QueueDelay: sampled time from Dispatch to the turn that hands a
+	// datagram to its Handler, over every worker (queuedelay.go).
+	QueueDelay QueueDelay
 }
 
 // Stats returns a snapshot of the executor's counters.
@@ -106,6 +114,7 @@ func (e *Executor) Stats() ExecutorStats {
 		st.Wakeups += w.wakeups.Load()
 		st.Turns += w.turns.Load()
 		st.Datagrams += w.dgrams.Load()
+		w.delay.addTo(&st.QueueDelay)
 	}
 	return st
 }
@@ -134,10 +143,17 @@ func (w *worker) schedule(n *schedNode) {
 func (e *Executor) routineWorker(w *worker) {
 	defer e.wg.Done()
 	scratch := make([][]byte, DefaultBatchSize)
+	idle := &labelSet{w.labels.idle}
+	cur := idle
+	pprof.SetGoroutineLabels(cur.ctx)
 	for {
 		n, busy := w.q.pop()
 		if n != nil {
 			w.turns.Add(1)
+			if n.s.labels != cur { // a switch only where the kind changes
+				cur = n.s.labels
+				pprof.SetGoroutineLabels(cur.ctx)
+			}
 			if n.s.runTurn(&scratch, w) {
 				w.q.push(n) // still busy: back of the line
 			}
@@ -153,6 +169,10 @@ func (e *Executor) routineWorker(w *worker) {
 		select {
 		case <-w.wake:
 		default:
+		}
+		if cur != idle {
+			cur = idle
+			pprof.SetGoroutineLabels(cur.ctx)
 		}
 		w.parked.Store(true) // announce before looking; pairs with the load after push
 		if !w.q.empty() && w.parked.CompareAndSwap(true, false) {

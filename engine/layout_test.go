@@ -13,7 +13,7 @@ import (
 // real ones: a change to Session or ringbuf.Ring that moves them fails here
 // until the document says the new numbers.
 func TestDocumentedSessionSize(t *testing.T) {
-	const session, ring = 608, 448 // bytes, on 64-bit platforms
+	const session, ring = 624, 448 // bytes, on 64-bit platforms
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("sizes are documented for 64-bit platforms")
 	}
@@ -23,6 +23,6 @@ func TestDocumentedSessionSize(t *testing.T) {
 
 	doc, err := os.ReadFile("../docs/architecture.md")
 	require.NoError(t, err)
-	line := "| session with its ring header | 608 B, of which the ring header is 448 B"
+	line := "| session with its ring header | 624 B, of which the ring header is 448 B"
 	require.True(t, strings.Contains(string(doc), line), "docs/architecture.md must say: %s", line)
 }

@@ -196,6 +196,11 @@ func (r *Router) Dispatch(streamID uint64, d []byte) DispatchResult {
 	if s == nil {
 		return r.dispatchUnknownSlow(streamID, d)
 	}
+	// One ticket in P is a queue-delay sample: stamped before the push,
+	// so the stamp is published with the datagram (queuedelay.go).
+	if t := s.ring.Tail(); t&(1<<delaySampleShift(s.ring.Cap())-1) == 0 {
+		s.stampQueueDelaySlow(t)
+	}
 	if s.ring.TryPush(d) {
 		return Queued
 	}

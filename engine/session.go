@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 
@@ -55,7 +56,10 @@ type Session struct {
 	pullMu sync.Mutex
 
 	delivered atomic.Uint64 // datagrams handed to the Handler or popped
-	protocol  string
+	// delayStamp is the queue-delay sample's stamp (queuedelay.go):
+	// written by producers, read by the consumer.
+	delayStamp atomic.Uint64
+	protocol   string
 
 	// Scheduling of a session with a Handler (see executor.go). worker and
 	// node are set by newSession and immutable. dedicated is non-nil for a
@@ -64,6 +68,7 @@ type Session struct {
 	// Wake only after a Park that follows it. finished is written by the
 	// session's consumer when it tears the session down.
 	worker    *worker
+	labels    *labelSet // profiler labels of its turns on worker (labels.go)
 	node      schedNode
 	dedicated chan struct{}
 	finished  bool
@@ -99,6 +104,7 @@ func newSession(r *Router, id uint64, protocol string, state State, limit int, p
 	s.ring.Init(r.opts.RingSize)
 	if !pull {
 		s.worker = r.executorOnControl().place()
+		s.labels = s.worker.labels.forKind(kindLabel(protocol))
 		s.node.s = s
 		s.ring.SetWaker((*sessionWaker)(s))
 	}
@@ -276,8 +282,12 @@ func (s *Session) runTurn(scratch *[][]byte, w *worker) bool {
 		*scratch = make([][]byte, bs)
 	}
 	batch := (*scratch)[:bs]
+	h := s.ring.Head()
 	n := s.ring.PopBatch(batch)
 	if n > 0 {
+		if w != nil {
+			w.delay.observeQueueDelay(s, h, n) // before the Handler runs
+		}
 		s.deliver(batch[:n])
 		clear(batch[:n])
 		if w != nil {
@@ -301,6 +311,7 @@ func (s *Session) finish() {
 
 // routineDedicated is the goroutine of a session whose Handler may block.
 func (s *Session) routineDedicated() {
+	pprof.SetGoroutineLabels(dedicatedLabels(s.protocol))
 	scratch := make([][]byte, s.router.opts.BatchSize)
 	for {
 		if s.runTurn(&scratch, nil) {

@@ -228,6 +228,21 @@ func (r *Ring[T]) Stats() Stats {
 	}
 }
 
+// Tail returns the ticket the next successful TryPush takes (the number
+// of successful pushes so far). With several producers it is a snapshot:
+// another producer may take that ticket first. It is wait-free, one load
+// of a line every TryPush writes.
+//
+//gcassert:inline
+func (r *Ring[T]) Tail() uint64 { return r.prod.tail.Load() }
+
+// Head returns the ticket the next PopBatch returns first (the number of
+// items popped so far): a batch PopBatch returns holds tickets
+// [Head() before it, Head() after it). Only the consumer may rely on that.
+//
+//gcassert:inline
+func (r *Ring[T]) Head() uint64 { return r.cons.head.Load() }
+
 // TryPush appends v and reports whether it did. It returns false, counts a
 // drop and leaves v with the caller when the ring holds Limit() items or is
 // closed. On true, ownership of v passes to the consumer.

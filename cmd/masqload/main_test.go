@@ -72,6 +72,14 @@ func TestLocalJSON(t *testing.T) {
 	require.Positive(t, res.Latency.P50)
 	require.Equal(t, 1, strings.Count(stdout, "\n"), "one JSON object, one line")
 	require.NotNil(t, res.DataPath, "the in-process proxy's data-path counts")
+	for _, h := range res.Hops { // the path starts and ends with the summary's counts
+		switch h.Stage {
+		case loadgen.StageSent:
+			require.Equal(t, res.Sent, h.Count)
+		case loadgen.StageReceived:
+			require.Equal(t, res.Received, h.Count)
+		}
+	}
 	require.Positive(t, res.DataPath.Datagrams)
 }
 
@@ -152,10 +160,13 @@ func TestProgressLine(t *testing.T) {
 	p := &progressLine{w: &b}
 	p.update(loadgen.Progress{Phase: "warmup", Elapsed: -700 * time.Millisecond, Duration: 10 * time.Second, Sent: 5})
 	p.update(loadgen.Progress{Phase: "measure", Elapsed: 3 * time.Second, Duration: 10 * time.Second, Sent: 1000, Received: 990, SentRate: 500, RecvRate: 495})
+	p.update(loadgen.Progress{Phase: "drain", Elapsed: 10500 * time.Millisecond, Duration: 10 * time.Second, Drain: time.Second, Sent: 5000, Received: 4990})
 	p.clear()
 	out := b.String()
 	require.Contains(t, out, "\r\x1b[K[measure   3.0s/10s] sent 1000 (500/s)  received 990 (495/s)")
-	require.Contains(t, out, "[warmup    0.7s]")
+	require.Contains(t, out, "[warm-up  0.7s left] sending 0/s, receiving 0/s (not counted)")
+	require.NotContains(t, out, "sent 5 ", "warm-up sends are not counted")
+	require.Contains(t, out, "[drain    0.5s/1.0s] sent 5000, received 4990 so far: waiting for the last replies")
 	require.True(t, strings.HasSuffix(out, "\r\x1b[K"))
 	var nilLine *progressLine
 	nilLine.clear()

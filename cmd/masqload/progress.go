@@ -20,12 +20,18 @@ type progressLine struct {
 func (p *progressLine) update(pr loadgen.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	when := fmt.Sprintf("%5.1fs/%.0fs", pr.Elapsed.Seconds(), pr.Duration.Seconds())
-	if pr.Phase == "warmup" {
-		when = fmt.Sprintf("%5.1fs", (-pr.Elapsed).Round(100*time.Millisecond).Seconds())
+	switch pr.Phase {
+	case "warmup":
+		// Nothing is counted yet: rates only.
+		fmt.Fprintf(p.w, "\r\x1b[K[warm-up %4.1fs left] sending %.0f/s, receiving %.0f/s (not counted)",
+			(-pr.Elapsed).Round(100*time.Millisecond).Seconds(), pr.SentRate, pr.RecvRate)
+	case "drain":
+		fmt.Fprintf(p.w, "\r\x1b[K[drain   %4.1fs/%.1fs] sent %d, received %d so far: waiting for the last replies",
+			(pr.Elapsed - pr.Duration).Seconds(), pr.Drain.Seconds(), pr.Sent, pr.Received)
+	default:
+		fmt.Fprintf(p.w, "\r\x1b[K[measure %5.1fs/%.0fs] sent %d (%.0f/s)  received %d (%.0f/s)",
+			pr.Elapsed.Seconds(), pr.Duration.Seconds(), pr.Sent, pr.SentRate, pr.Received, pr.RecvRate)
 	}
-	fmt.Fprintf(p.w, "\r\x1b[K[%-7s %s] sent %d (%.0f/s)  received %d (%.0f/s)",
-		pr.Phase, when, pr.Sent, pr.SentRate, pr.Received, pr.RecvRate)
 	p.shown = true
 }
 

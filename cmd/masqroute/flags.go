@@ -26,14 +26,17 @@ const (
 
 // serveConfig is the daemon's command line.
 type serveConfig struct {
-	version    bool
-	listen     string
-	cert       string
-	key        string
-	selfSigned bool
-	writeCA    string
-	devDir     string
-	template   string
+	version     bool
+	configFile  string        // -config (config.go)
+	printConfig bool          // -print-config
+	flags       *flag.FlagSet // the parsed flags, for -print-config
+	listen      string
+	cert        string
+	key         string
+	selfSigned  bool
+	writeCA     string
+	devDir      string
+	template    string
 
 	maxTunnelsPerConn int
 	maxTunnels        int
@@ -107,6 +110,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		fs.PrintDefaults()
 	}
 	fs.BoolVar(&c.version, "version", false, "print the version, commit and Go version, and exit")
+	fs.StringVar(&c.configFile, "config", "", "TOML `file` of settings, one key per flag (listen = \"0.0.0.0:443\"); flags on the command line win.\n"+
+		"Read at start only: SIGHUP does not read it again")
+	fs.BoolVar(&c.printConfig, "print-config", false, "print the effective configuration as a -config file, and exit")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:4433", "UDP `address` to serve QUIC on (port 0: any free port)")
 	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain, PEM `file` (with -key); both are read again on SIGHUP")
 	fs.StringVar(&c.key, "key", "", "TLS private key, PEM `file`")
@@ -188,6 +194,12 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.version {
 		return c, nil
 	}
+	if c.configFile != "" {
+		if err := applyConfigFile(fs, c.configFile); err != nil {
+			return nil, badUsage(fs.Name(), "%v", err)
+		}
+	}
+	c.flags = fs
 	gopsSet := false
 	fs.Visit(func(f *flag.Flag) { gopsSet = gopsSet || f.Name == "gops" })
 	if !gopsSet {

@@ -26,6 +26,10 @@
 // reach public addresses only (see engine/policy): -allow, -deny,
 // -allow-ports and -deny-ports adjust that.
 //
+// -config FILE reads the same settings from a TOML file, one key per flag
+// (config.go); -print-config prints the effective configuration in that
+// format. The file is read at start only, not on SIGHUP.
+//
 // Logs go to stderr, -log-format text or json, one record a line, with the
 // part of the daemon that speaks in a component attribute. What libraries
 // print through the standard log package comes out at debug level.

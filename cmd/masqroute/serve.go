@@ -55,6 +55,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stdout, buildVersion())
 		return nil
 	}
+	if cfg.printConfig {
+		return writeConfig(stdout, cfg.flags)
+	}
 	defer cfg.gc.apply()()
 	base, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
 	if err != nil {

@@ -44,6 +44,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, f := range c.families {
 		ch <- f.desc
 	}
+	ch <- queueDelayDesc
 }
 
 // Collect takes one snapshot of the proxy's counters and sends every series.
@@ -59,6 +60,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(f.desc, f.typ, v, lvs...)
 		})
 	}
+	ch <- queueDelayHistogram(&st.DataPath.QueueDelay)
 }
 
 // counterFloor remembers the highest value reported for each counter series,

@@ -80,6 +80,20 @@ func TestCollectorDataPath(t *testing.T) {
 	workerBatches := value(t, fams, "masqroute_datapath_batches_total", "goroutine=worker")
 	require.GreaterOrEqual(t, workerBatches, 1.0)
 	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_batched_datagrams_total", "goroutine=worker"), float64(echoes))
+	// The tunnel's first datagram (ticket 0 of its ring) is a queue-delay
+	// sample; the next is 256 datagrams later.
+	qd := fams["masqroute_router_queue_delay_seconds"]
+	require.NotNil(t, qd)
+	require.Equal(t, "HISTOGRAM", qd.GetType().String())
+	h := qd.GetMetric()[0].GetHistogram()
+	require.Equal(t, uint64(1), h.GetSampleCount())
+	require.Greater(t, h.GetSampleSum(), 0.0)
+	require.Less(t, h.GetSampleSum(), 5.0)
+	require.Len(t, h.GetBucket(), len(engine.QueueDelayBounds()))
+	require.Equal(t, uint64(1), h.GetBucket()[len(h.GetBucket())-1].GetCumulativeCount())
+	problems, err = testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems)
 	if runtime.GOOS != "linux" {
 		return // the socket counters count the Linux data path
 	}

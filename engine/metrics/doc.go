@@ -118,6 +118,8 @@
 //	masqroute_router_delivered_total            counter  datagrams a router delivered to its session
 //	masqroute_router_queued                     gauge    datagrams in session rings now
 //	masqroute_router_held                       gauge    datagrams in hold queues now
+//	masqroute_router_queue_delay_seconds        histogram time a datagram waited in its session's ring before its
+//	                                                      turn on a worker; sampled (1 in max(64, 2 x ring size) per tunnel)
 //	masqroute_router_held_total                 counter  datagrams that entered a hold queue (arrived before their request)
 //	masqroute_router_held_delivered_total       counter  held datagrams that reached their session
 //	masqroute_router_sessions{state}            gauge    sessions now: "pending", "active"

@@ -3,10 +3,13 @@ package metrics
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
@@ -106,6 +109,18 @@ func TestEveryStatIsExposed(t *testing.T) {
 		}
 		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
-	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol", "TCP", "Bind"}, skipped,
+	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol", "TCP", "Bind", "DataPath.QueueDelay"}, skipped,
 		"fields of a kind this test does not fill")
+
+	// DataPath.QueueDelay is a histogram of its own: every count reaches it.
+	st.DataPath.QueueDelay.Counts[0], st.DataPath.QueueDelay.Counts[queueDelayLast] = 3, 4
+	st.DataPath.QueueDelay.Sum = 2 * time.Second
+	var m dto.Metric
+	require.NoError(t, queueDelayHistogram(&st.DataPath.QueueDelay).Write(&m))
+	require.Equal(t, uint64(7), m.GetHistogram().GetSampleCount(), "the overflow bucket counts in the total")
+	require.Equal(t, 2.0, m.GetHistogram().GetSampleSum())
+	require.Equal(t, uint64(3), m.GetHistogram().GetBucket()[0].GetCumulativeCount())
 }
+
+// queueDelayLast is the index of the overflow bucket.
+var queueDelayLast = len(engine.QueueDelayBounds())

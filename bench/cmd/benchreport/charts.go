@@ -17,7 +17,9 @@ type Chart struct {
 	Caption string
 }
 
-const chartW, chartH = 16 * vg.Centimeter, 10 * vg.Centimeter
+// The canvas is wider than the plot: the legend has a column of its own
+// (chartstyle.go).
+const chartW, chartH = 20 * vg.Centimeter, 10 * vg.Centimeter
 
 // Charts draws the report's charts into dir/sub, in format ("svg" or
 // "png"), and returns them with paths relative to dir.
@@ -25,7 +27,7 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 	var out []Chart
 	save := func(p *plot.Plot, name, caption string) error {
 		name += "." + format
-		if err := p.Save(chartW, chartH, filepath.Join(dir, sub, name)); err != nil {
+		if err := saveChart(p, chartW, chartH, filepath.Join(dir, sub, name), format); err != nil {
 			return err
 		}
 		out = append(out, Chart{File: filepath.ToSlash(filepath.Join(sub, name)), Caption: caption})
@@ -36,12 +38,11 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 	// ns/op against sessions, one chart per dispatcher count, no churn.
 	for _, procs := range d.Procs("Dispatch") {
 		p := plot.New()
-		p.Title.Text = fmt.Sprintf("Dispatch, %d dispatcher(s), churn=0", procs)
+		p.Title.Text = fmt.Sprintf("Dispatch, %s, churn=0", dispatchers(procs))
 		p.X.Label.Text = "sessions"
 		p.Y.Label.Text = "ns per Dispatch call"
-		p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
-		p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
 		var lines []any
+		var all plotter.XYs
 		for _, impl := range impls {
 			var xy plotter.XYs
 			for _, sessions := range d.Values("Dispatch", "sessions") {
@@ -55,17 +56,20 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 			}
 			if len(xy) > 0 {
 				lines = append(lines, impl, xy)
+				all = append(all, xy...)
 			}
 		}
 		if len(lines) == 0 {
 			continue
 		}
+		xlo, xhi, ylo, yhi := plotter.XYRange(all)
+		logAxis(&p.X, xlo, xhi)
+		logAxis(&p.Y, ylo, yhi)
 		if err := plotutil.AddLinePoints(p, lines...); err != nil {
 			return nil, err
 		}
-		p.Legend.Top, p.Legend.Left = true, true
 		if err := save(p, fmt.Sprintf("dispatch-ns-cpu%d", procs),
-			fmt.Sprintf("ns per Dispatch call against sessions, %d dispatcher(s)", procs)); err != nil {
+			"ns per Dispatch call against sessions, "+dispatchers(procs)); err != nil {
 			return nil, err
 		}
 	}
@@ -93,7 +97,12 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 				return nil, err
 			}
 			p.Y.Min = 0
-			p.Legend.Top, p.Legend.Left = true, true
+			p.Y.Tick.Marker = linearTicks
+			var xs []float64
+			for _, n := range procs {
+				xs = append(xs, float64(n))
+			}
+			valueAxis(&p.X, xs)
 			if err := save(p, "dispatch-throughput-100k", "delivered datagrams/s against dispatchers, 100k sessions"); err != nil {
 				return nil, err
 			}
@@ -104,7 +113,7 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 	limpls := d.Values("Latency", "impl", implOrder...)
 	for _, procs := range d.Procs("Latency") {
 		p := plot.New()
-		p.Title.Text = fmt.Sprintf("p99 dispatch-to-consumer latency, %d dispatcher(s)", procs)
+		p.Title.Text = "p99 dispatch-to-consumer latency, " + dispatchers(procs)
 		p.Y.Label.Text = "µs"
 		w := vg.Points(14)
 		drawn := false
@@ -129,10 +138,10 @@ func Charts(d *Data, dir, sub, format string) ([]Chart, error) {
 		if !drawn {
 			continue
 		}
-		p.Legend.Top = true
+		p.Y.Tick.Marker = linearTicks
 		p.NominalX(limpls...)
 		if err := save(p, fmt.Sprintf("latency-p99-cpu%d", procs),
-			fmt.Sprintf("p99 latency with and without churn, %d dispatcher(s)", procs)); err != nil {
+			"p99 latency with and without churn, "+dispatchers(procs)); err != nil {
 			return nil, err
 		}
 	}
@@ -153,19 +162,18 @@ func e2eCharts(d *Data, save func(p *plot.Plot, name, caption string) error) err
 		for _, c := range []struct {
 			mode, metric, name, title, yLabel, caption string
 			scale                                      float64
-			legendTop                                  bool
 		}{
 			{"closed", "dgrams/s", "e2e-throughput-closed", "End to end, closed loop (maximum load)", "thousand echo replies/s",
-				"end-to-end throughput (dgrams/s) against tunnels, closed loop", 1e3, false},
+				"end-to-end throughput (dgrams/s) against tunnels, closed loop", 1e3},
 			{"open", "p99-us", "e2e-p99-open", "End to end, open loop (fixed offered rate)", "p99 round-trip latency, ms",
-				"end-to-end p99 latency against tunnels, open loop", 1e3, true},
+				"end-to-end p99 latency against tunnels, open loop", 1e3},
 		} {
 			p := plot.New()
 			p.Title.Text = c.title + on
 			p.X.Label.Text = "tunnels"
 			p.Y.Label.Text = c.yLabel
-			p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
 			var lines []any
+			var all plotter.XYs
 			for _, impl := range impls {
 				var xy plotter.XYs
 				for i, tunnels := range tunnelNames {
@@ -178,6 +186,7 @@ func e2eCharts(d *Data, save func(p *plot.Plot, name, caption string) error) err
 				}
 				if len(xy) > 0 {
 					lines = append(lines, impl, xy)
+					all = append(all, xy...)
 				}
 			}
 			if len(lines) == 0 {
@@ -186,8 +195,10 @@ func e2eCharts(d *Data, save func(p *plot.Plot, name, caption string) error) err
 			if err := plotutil.AddLinePoints(p, lines...); err != nil {
 				return err
 			}
+			xlo, xhi, _, _ := plotter.XYRange(all)
+			logAxis(&p.X, xlo, xhi)
 			p.Y.Min = 0
-			p.Legend.Top, p.Legend.Left = c.legendTop, c.legendTop // the lines rise (p99) or sit high (throughput)
+			p.Y.Tick.Marker = linearTicks
 			if err := save(p, c.name+suffix, c.caption+on); err != nil {
 				return err
 			}

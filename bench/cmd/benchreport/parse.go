@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"regexp"
@@ -9,6 +8,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/perf/benchfmt"
+	"golang.org/x/perf/benchmath"
 )
 
 // A Result is every run of one benchmark at one GOMAXPROCS.
@@ -65,19 +67,15 @@ func (in *Input) Kind() string {
 	return ""
 }
 
-// benchLine matches "BenchmarkX/a=b-2   1000   12.5 ns/op   3 allocs/op ...".
-var benchLine = regexp.MustCompile(`^(Benchmark\S+)\s+(\d+)\s+(.*)$`)
-
-// configLine matches benchstat configuration lines: a lower-case key without
-// spaces, a colon, a value.
-var configLine = regexp.MustCompile(`^([a-z][^\s:]*):\s*(.*)$`)
-
 var procsSuffix = regexp.MustCompile(`^(.*)-(\d+)$`)
 
 // Parse reads go test -bench output (the benchstat format) from r into d.
 func (d *Data) Parse(r io.Reader) error { return d.ParseNamed("", r) }
 
-// ParseNamed is Parse for an input with a name (the file's).
+// ParseNamed is Parse for an input with a name (the file's). The format is
+// read by golang.org/x/perf/benchfmt; configuration lines ("key: value")
+// are those in force at the input's results, and values keep the units
+// they were written in (ns/op, not benchfmt's normalized sec/op).
 func (d *Data) ParseNamed(name string, r io.Reader) error {
 	if d.Config == nil {
 		d.Config = map[string]string{}
@@ -85,48 +83,49 @@ func (d *Data) ParseNamed(name string, r io.Reader) error {
 	}
 	in := &Input{Name: name, Config: map[string]string{}}
 	d.Inputs = append(d.Inputs, in)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if m := configLine.FindStringSubmatch(line); m != nil {
-			if _, ok := d.Config[m[1]]; !ok {
-				d.Config[m[1]] = strings.TrimSpace(m[2])
+	br := benchfmt.NewReader(r, name)
+	for br.Scan() {
+		var rec *benchfmt.Result
+		switch x := br.Result().(type) {
+		case *benchfmt.SyntaxError:
+			return fmt.Errorf("malformed benchmark output: %w", x)
+		case *benchfmt.Result:
+			rec = x
+		default:
+			continue // unit metadata
+		}
+		for _, c := range rec.Config {
+			if !c.File {
+				continue // per-benchmark keys benchfmt derives from the name
 			}
-			if _, ok := in.Config[m[1]]; !ok {
-				in.Config[m[1]] = strings.TrimSpace(m[2])
+			if _, ok := d.Config[c.Key]; !ok {
+				d.Config[c.Key] = strings.TrimSpace(string(c.Value))
 			}
-			continue
+			if _, ok := in.Config[c.Key]; !ok {
+				in.Config[c.Key] = strings.TrimSpace(string(c.Value))
+			}
 		}
-		m := benchLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		fields := strings.Fields(m[3])
-		if len(fields)%2 != 0 {
-			return fmt.Errorf("malformed benchmark line: %q", line)
-		}
-		name, procs := m[1], 1
-		if pm := procsSuffix.FindStringSubmatch(name); pm != nil {
-			name = pm[1]
+		full, procs := "Benchmark"+rec.Name.String(), 1
+		if pm := procsSuffix.FindStringSubmatch(full); pm != nil {
+			full = pm[1]
 			procs, _ = strconv.Atoi(pm[2])
 		}
-		res := d.result(name, procs)
+		res := d.result(full, procs)
 		if !slices.Contains(in.Tops, res.Top()) {
 			in.Tops = append(in.Tops, res.Top())
 		}
 		run := map[string]float64{}
-		for i := 0; i < len(fields); i += 2 {
-			v, err := strconv.ParseFloat(fields[i], 64)
-			if err != nil {
-				return fmt.Errorf("malformed value %q in %q", fields[i], line)
+		for _, v := range rec.Values {
+			unit, value := v.Unit, v.Value
+			if v.OrigUnit != "" { // benchfmt tidied it (ns/op → sec/op): keep what was written
+				unit, value = v.OrigUnit, v.OrigValue
 			}
-			run[fields[i+1]] = v
-			res.Metrics[fields[i+1]] = append(res.Metrics[fields[i+1]], v)
+			run[unit] = value
+			res.Metrics[unit] = append(res.Metrics[unit], value)
 		}
 		res.Runs = append(res.Runs, run)
 	}
-	return sc.Err()
+	return br.Err()
 }
 
 // DropRuns removes every run for which drop is true and returns how many
@@ -261,17 +260,14 @@ type Summary struct {
 }
 
 // Summarize returns the summary of metric in r; ok is false when r is nil
-// or has no such metric.
+// or has no such metric. The median is benchmath's (AssumeNothing, the
+// statistic benchstat reports by default).
 func Summarize(r *Result, metric string) (s Summary, ok bool) {
 	if r == nil || len(r.Metrics[metric]) == 0 {
 		return Summary{}, false
 	}
-	v := slices.Clone(r.Metrics[metric])
-	slices.Sort(v)
-	n := len(v)
-	med := v[n/2]
-	if n%2 == 0 {
-		med = (v[n/2-1] + v[n/2]) / 2
-	}
-	return Summary{Median: med, Min: v[0], Max: v[n-1], N: n}, true
+	sample := benchmath.NewSample(slices.Clone(r.Metrics[metric]), &benchmath.DefaultThresholds) // it sorts what it is given
+	v := sample.Values
+	sum := benchmath.AssumeNothing.Summary(sample, 0.95)
+	return Summary{Median: sum.Center, Min: v[0], Max: v[len(v)-1], N: len(v)}, true
 }

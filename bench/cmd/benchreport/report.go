@@ -74,6 +74,14 @@ func Markdown(d *Data, env Env, charts []Chart) string {
 	}...)
 	table(&b, []string{"", ""}, rows)
 
+	// The charts come first: a reader looks before reading the tables.
+	if len(charts) > 0 {
+		b.WriteString("## Charts\n\n")
+		for _, c := range charts {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", c.Caption, c.File)
+		}
+	}
+
 	if intro := strings.TrimSpace(env.Intro); intro != "" {
 		b.WriteString(intro + "\n\n")
 	}
@@ -179,12 +187,6 @@ func Markdown(d *Data, env Env, charts []Chart) string {
 		e2eSection(&b, d)
 	}
 
-	if len(charts) > 0 {
-		b.WriteString("## Charts\n\n")
-		for _, c := range charts {
-			fmt.Fprintf(&b, "![%s](%s)\n\n", c.Caption, c.File)
-		}
-	}
 	return b.String()
 }
 

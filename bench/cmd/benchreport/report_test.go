@@ -202,10 +202,11 @@ func TestRunE2E(t *testing.T) {
 	} {
 		require.Contains(t, md, want)
 	}
-	// Order: environment table, intro, micro sections, micro targets, end
-	// to end (closed before open, targets last), charts.
-	order := []string{"| runs left out |", "## Analysis\n\nHand-written intro", "## BenchmarkDispatch", "## Targets\n",
-		"## End to end", "### Closed loop", "### Open loop", "### Targets (end to end)", "## Charts"}
+	// Order: environment table, charts (at the top: pictures before
+	// tables), intro, micro sections, micro targets, end to end (closed
+	// before open, targets last).
+	order := []string{"| runs left out |", "## Charts", "## Analysis\n\nHand-written intro", "## BenchmarkDispatch", "## Targets\n",
+		"## End to end", "### Closed loop", "### Open loop", "### Targets (end to end)"}
 	last := -1
 	for _, s := range order {
 		i := strings.Index(md, s)

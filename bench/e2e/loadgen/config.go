@@ -71,10 +71,13 @@ type Progress struct {
 	Phase    string        // "warmup", "measure" or "drain"
 	Elapsed  time.Duration // since the start of the phase "measure" (negative in warmup)
 	Duration time.Duration // the measured interval's planned length
-	Sent     uint64        // datagrams sent since the run started
-	Received uint64        // replies read since the run started
+	Drain    time.Duration // the drain's planned length
+	// Sent and Received count what the result will: datagrams sent in
+	// the measured interval and their replies read so far (0 in warm-up).
+	Sent     uint64
+	Received uint64
 	// SentRate and RecvRate are over the last report's interval, in
-	// datagrams per second.
+	// datagrams per second, warm-up included.
 	SentRate, RecvRate float64
 }
 

@@ -1,13 +1,15 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
-	"strconv"
-	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // PrometheusProbe scrapes a masqroute proxy's Prometheus endpoint (url,
@@ -35,84 +37,73 @@ func PrometheusProbe(url string, client *http.Client) Probe {
 }
 
 // parseProxyMetrics reads masqroute's counters from the Prometheus text
-// format: the hops, the drops and every masqroute_datapath_* counter. Only
-// the series it needs are parsed; a missing one reads 0.
+// format (parsed by expfmt): the hops, the drops and every
+// masqroute_datapath_* counter. A missing series reads 0; a family of
+// another type (a histogram, say) is skipped.
 func parseProxyMetrics(r io.Reader) (Counters, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return Counters{}, fmt.Errorf("parse metrics: %w", err)
+	}
 	var dispatched, delivered, toTarget, toClient uint64
 	drops := make(map[string]uint64)
 	var dataPath map[string]uint64
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, labels, value, ok := parseSample(line)
-		if !ok {
-			continue
-		}
-		switch name {
-		case "masqroute_router_dispatched_total":
-			dispatched = value
-		case "masqroute_router_delivered_total":
-			delivered = value
-		case "masqroute_datagrams_total":
-			switch labels["direction"] {
-			case "to_target":
-				toTarget = value
-			case "to_client":
-				toClient = value
+	for name, fam := range fams {
+		for _, m := range fam.GetMetric() {
+			value, ok := sampleValue(m)
+			if !ok {
+				continue
 			}
-		case "masqroute_datagrams_dropped_total":
-			if reason := labels["reason"]; reason != "" {
-				drops["proxy."+reason] = value
+			labels := make(map[string]string, len(m.GetLabel()))
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
 			}
-		default:
-			if key := dataPathKey(name, labels); key != "" {
-				if dataPath == nil {
-					dataPath = make(map[string]uint64)
+			switch name {
+			case "masqroute_router_dispatched_total":
+				dispatched = value
+			case "masqroute_router_delivered_total":
+				delivered = value
+			case "masqroute_datagrams_total":
+				switch labels["direction"] {
+				case "to_target":
+					toTarget = value
+				case "to_client":
+					toClient = value
 				}
-				dataPath[key] = value
+			case "masqroute_datagrams_dropped_total":
+				if reason := labels["reason"]; reason != "" {
+					drops["proxy."+reason] = value
+				}
+			default:
+				if key := dataPathKey(name, labels); key != "" {
+					if dataPath == nil {
+						dataPath = make(map[string]uint64)
+					}
+					dataPath[key] = value
+				}
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return Counters{}, err
 	}
 	return Counters{Hops: proxyHops(dispatched, delivered, toTarget, toClient), Drops: drops, DataPath: dataPath}, nil
 }
 
-// parseSample splits `name{k="v",...} value [timestamp]`. Label values with
-// escaped quotes are not needed here and not handled.
-func parseSample(line string) (name string, labels map[string]string, value uint64, ok bool) {
-	rest := line
-	if i := strings.IndexAny(rest, "{ "); i < 0 {
-		return "", nil, 0, false
-	} else {
-		name, rest = rest[:i], rest[i:]
+// sampleValue is a counter's, gauge's or untyped sample's value as a
+// count; false for other types and for values that are not counts.
+func sampleValue(m *dto.Metric) (uint64, bool) {
+	var f float64
+	switch {
+	case m.Counter != nil:
+		f = m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		f = m.GetGauge().GetValue()
+	case m.Untyped != nil:
+		f = m.GetUntyped().GetValue()
+	default:
+		return 0, false
 	}
-	if strings.HasPrefix(rest, "{") {
-		end := strings.IndexByte(rest, '}')
-		if end < 0 {
-			return "", nil, 0, false
-		}
-		labels = make(map[string]string)
-		for _, kv := range strings.Split(rest[1:end], ",") {
-			k, v, found := strings.Cut(kv, "=")
-			if found {
-				labels[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"`)
-			}
-		}
-		rest = rest[end+1:]
+	if math.IsNaN(f) || f < 0 || math.IsInf(f, 0) {
+		return 0, false
 	}
-	fields := strings.Fields(rest)
-	if len(fields) == 0 {
-		return "", nil, 0, false
-	}
-	f, err := strconv.ParseFloat(fields[0], 64)
-	if err != nil || f < 0 {
-		return "", nil, 0, false
-	}
-	return name, labels, uint64(f), true
+	return uint64(f), true
 }

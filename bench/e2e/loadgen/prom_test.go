@@ -46,14 +46,51 @@ func TestPrometheusProbe(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestParseSample(t *testing.T) {
-	name, labels, v, ok := parseSample(`a_total{x="1",y="two"} 42 1700000000`)
-	require.True(t, ok)
-	require.Equal(t, "a_total", name)
-	require.Equal(t, map[string]string{"x": "1", "y": "two"}, labels)
-	require.Equal(t, uint64(42), v)
-	for _, bad := range []string{"novalue", `a{x="1" 3`, "a NaNx", "a -1"} {
-		_, _, _, ok := parseSample(bad)
-		require.False(t, ok, bad)
+// TestParseProxyMetricsTypes: untyped samples (no TYPE line) count, a
+// histogram family is skipped, a malformed exposition is an error.
+func TestParseProxyMetricsTypes(t *testing.T) {
+	c, err := parseProxyMetrics(strings.NewReader(`# TYPE masqroute_router_queue_delay_seconds histogram
+masqroute_router_queue_delay_seconds_bucket{le="+Inf"} 3
+masqroute_router_queue_delay_seconds_sum 0.1
+masqroute_router_queue_delay_seconds_count 3
+masqroute_router_dispatched_total{} 7 1700000000
+masqroute_datapath_wakeups_total{goroutine="worker"} 4
+masqroute_datagrams_dropped_total{reason="closed \"x\""} 2
+`))
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), c.Hops[0].Count)
+	require.Equal(t, map[string]uint64{"wakeups.worker": 4}, c.DataPath)
+	require.Equal(t, map[string]uint64{`proxy.closed "x"`: 2}, c.Drops, "escaped quotes in a label value")
+	for _, bad := range []string{"novalue\n", `a{x="1" 3` + "\n", "a NaNx\n"} {
+		_, err := parseProxyMetrics(strings.NewReader(bad))
+		require.Error(t, err, bad)
 	}
+}
+
+// FuzzParseProxyMetrics: any input parses or fails, never panics.
+func FuzzParseProxyMetrics(f *testing.F) {
+	f.Add(sampleMetrics)
+	f.Add("a{x=\"1\"} 2\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		_, _ = parseProxyMetrics(strings.NewReader(in))
+	})
+}
+
+// TestWriteTextLossAndPlurals: one tunnel is "1 tunnel"; a loss without the
+// proxy's hops gets the one line that says how to place it, and not with
+// them.
+func TestWriteTextLossAndPlurals(t *testing.T) {
+	res := Result{Transport: "masqroute", Tunnels: 1, Conns: 1, Size: 100, Window: 8, Sent: 10, Received: 7, Lost: 3,
+		Hops: []Hop{{Stage: StageSent, Name: "generator: sent", Count: 10}, {Stage: StageReceived, Name: "generator: received", Count: 7}}}
+	var b strings.Builder
+	require.NoError(t, res.WriteText(&b))
+	require.Contains(t, b.String(), "masqroute: 1 tunnel over 1 connection,")
+	require.Equal(t, 1, strings.Count(b.String(), "give -metrics"))
+
+	res.Tunnels, res.Conns = 3, 2
+	res.Hops = append(res.Hops, Hop{Stage: StageProxyIn, Name: "proxy: router dispatched", Count: 10})
+	b.Reset()
+	require.NoError(t, res.WriteText(&b))
+	require.Contains(t, b.String(), "masqroute: 3 tunnels over 2 connections,")
+	require.NotContains(t, b.String(), "give -metrics")
 }

@@ -125,6 +125,16 @@ func (r *run) result(measured time.Duration, path Counters) Result {
 	}
 	res.SendErrors = r.sendErr.Load()
 	res.LossTimeouts = r.timeout.Load()
+	// The generator's own hops are the summary's counts, so that the path
+	// starts and ends where the summary does.
+	for i, h := range res.Hops {
+		switch h.Stage {
+		case StageSent:
+			res.Hops[i].Count = res.Sent
+		case StageReceived:
+			res.Hops[i].Count = res.Received
+		}
+	}
 	res.Lost = res.Sent - min(res.Sent, res.Received)
 	if res.Sent > 0 {
 		res.LossPct = 100 * float64(res.Lost) / float64(res.Sent)
@@ -159,8 +169,8 @@ func (res *Result) WriteText(w io.Writer) error {
 	if res.Target != "" {
 		target = " → " + res.Target
 	}
-	fmt.Fprintf(&b, "%s%s: %d tunnels over %d connections, %d-byte payloads, %s\n",
-		res.Transport, target, res.Tunnels, res.Conns, res.Size, load)
+	fmt.Fprintf(&b, "%s%s: %s over %s, %d-byte payloads, %s\n",
+		res.Transport, target, plural(res.Tunnels, "tunnel"), plural(res.Conns, "connection"), res.Size, load)
 	fmt.Fprintf(&b, "measured %.2fs\n", res.Duration)
 	fmt.Fprintf(&b, "  sent      %13s  %12s dgrams/s  %9.1f Mbit/s\n", grouped(res.Sent), grouped(uint64(res.SentRate)), res.MbitOut)
 	fmt.Fprintf(&b, "  received  %13s  %12s dgrams/s  %9.1f Mbit/s\n", grouped(res.Received), grouped(uint64(res.RecvRate)), res.MbitIn)
@@ -176,8 +186,12 @@ func (res *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "send lag   p50 %s  p99 %s  max %s  (pacer behind schedule; included in latency)\n",
 			us(s.P50), us(s.P99), us(s.Max))
 	}
+	if res.Lost > 0 && !res.hasProxyHops() {
+		b.WriteString("where the lost datagrams went missing is not known: give -metrics (the proxy's /metrics URL) to count them hop by hop\n")
+	}
 	if len(res.Hops) > 0 {
-		b.WriteString("path (measured interval + drain; the first hops include what was in flight when it began):\n")
+		b.WriteString("path (generator: the counts above; the others: their counters over the measured interval and the drain,\n" +
+			"so they include what was in flight when the interval began):\n")
 		var prev uint64
 		for i, h := range res.Hops {
 			diff := ""
@@ -224,4 +238,23 @@ func grouped(n uint64) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// hasProxyHops reports whether the path has a proxy's counts, which place a
+// loss between the generator's two ends.
+func (res *Result) hasProxyHops() bool {
+	for _, h := range res.Hops {
+		if h.Stage > StageSent && h.Stage < StageClientIn {
+			return true
+		}
+	}
+	return false
+}
+
+// plural is "1 tunnel", "2 tunnels".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -238,6 +238,16 @@ func (r *run) totals() (sent, recv uint64) {
 	return sent, recv
 }
 
+// windowTotals sums every tunnel's datagrams sent in the measured interval
+// and the replies read to them.
+func (r *run) windowTotals() (sent, recv uint64) {
+	for i := range r.tunnels {
+		sent += r.tunnels[i].sentWin.Load()
+		recv += r.tunnels[i].recvWin.Load()
+	}
+	return sent, recv
+}
+
 // routineProgress reports progress about once a second until done closes.
 func (r *run) routineProgress(done <-chan struct{}) {
 	tick := time.NewTicker(time.Second)
@@ -253,12 +263,14 @@ func (r *run) routineProgress(done <-chan struct{}) {
 		now := r.now()
 		sent, recv := r.totals()
 		secs := (now - last).Seconds()
+		winSent, winRecv := r.windowTotals()
 		p := Progress{
 			Phase:    "measure",
 			Elapsed:  now - r.from,
 			Duration: r.cfg.Duration,
-			Sent:     sent,
-			Received: recv,
+			Drain:    r.cfg.Drain,
+			Sent:     winSent,
+			Received: winRecv,
 			SentRate: float64(sent-lastSent) / secs,
 			RecvRate: float64(recv-lastRecv) / secs,
 		}
