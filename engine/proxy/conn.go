@@ -21,8 +21,9 @@ import (
 // single consumer of the connection's QUIC datagrams), and the router's
 // control plane. ServeConn returns after all of them have ended.
 type proxyConn struct {
-	p  *Proxy
-	qc *quic.Conn
+	p       *Proxy
+	carrier carrier    // what the connection runs on (carrier.go)
+	qc      *quic.Conn // HTTP/3 only
 	// h3 is written by ServeConn before Serve starts any handler, which
 	// is what orders it before their reads. Shutdown's goAway reads
 	// h3ready instead: ServeConn publishes it, then checks draining, and
@@ -65,6 +66,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		qc:        qc,
 		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
 	}
+	c.carrier = (*h3Carrier)(c)
 	p.startDataPathLocked()
 	c.router = engine.NewRouter(engine.Options{
 		Executor:      p.exec,
@@ -141,11 +143,7 @@ func (c *proxyConn) admitTunnel() bool {
 
 // goAway starts the connection's graceful shutdown.
 // Shutdown calls it after setting draining (see h3ready).
-func (c *proxyConn) goAway() {
-	if hc := c.h3ready.Load(); hc != nil {
-		hc.GoAway()
-	}
-}
+func (c *proxyConn) goAway() { c.carrier.goAway() }
 
 // routineReceiveDatagrams is the only reader of the connection's QUIC
 // datagrams: it parses the quarter stream ID and hands the payload to the

@@ -462,7 +462,7 @@ func (p *Proxy) Close() error {
 		ln.Close()
 	}
 	for c := range p.conns {
-		c.qc.CloseWithError(quic.ApplicationErrorCode(0x100), "proxy shutting down") // H3_NO_ERROR
+		c.carrier.closeNow()
 	}
 	for t := range p.stock {
 		t.end() // its handler returns promptly: it reads a cancelled stream
