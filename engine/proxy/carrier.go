@@ -109,9 +109,10 @@ func (c *h3Carrier) goAway() {
 // a burst's worth while the writer flushes. Past it, replies are dropped
 // (return_stream_blocked): a stream that stays backed up holds at most this
 // many, whatever the client does.
-const capsuleQueueLen = 64
+const capsuleQueueLen = 128
 
-// A capsuleBuf holds one queued capsule. 4 KiB: a 1500-byte payload (or a
+// A capsuleBuf holds one queued capsule. 4 KiB (so a stalled stream holds
+// at most 512 KiB): a 1500-byte payload (or a
 // CONNECT-IP packet) with room to spare; a larger one is return_oversize.
 type capsuleBuf struct {
 	bufpool.Flag

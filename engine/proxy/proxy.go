@@ -194,12 +194,13 @@ type Proxy struct {
 	maxCapsuleDatagram int
 	udpBase            udpio.Counters // the socket layer's counters when New ran; Stats reports growth since
 
-	mu        sync.Mutex // guards the fields below
-	conns     map[*proxyConn]struct{}
-	listeners map[*quic.Listener]struct{}
-	closed    bool
-	connsWG   sync.WaitGroup   // one per ServeConn
-	exec      *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
+	mu           sync.Mutex // guards the fields below
+	conns        map[*proxyConn]struct{}
+	listeners    map[*quic.Listener]struct{}
+	tcpListeners map[net.Listener]struct{} // ServeTCP's (tcpserve.go)
+	closed       bool
+	connsWG      sync.WaitGroup   // one per ServeConn
+	exec         *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
 	// pollers read every tunnel's target socket (nil off Linux: a
 	// goroutine per tunnel reads instead); started with exec.
 	pollers  []*udpio.Poller
@@ -428,6 +429,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for ln := range p.listeners {
 		ln.Close()
 	}
+	p.closeTCPListenersLocked()
 	conns := make([]*proxyConn, 0, len(p.conns))
 	for c := range p.conns {
 		conns = append(conns, c)
@@ -461,6 +463,7 @@ func (p *Proxy) Close() error {
 	for ln := range p.listeners {
 		ln.Close()
 	}
+	p.closeTCPListenersLocked()
 	for c := range p.conns {
 		c.carrier.closeNow()
 	}
