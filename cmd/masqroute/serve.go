@@ -174,6 +174,9 @@ func (d *daemon) start() error {
 	}
 	d.served = make(chan error, 1)
 	go func() { d.served <- d.proxy.Serve(d.ln) }()
+	if err := d.listenTCP(tlsConf); err != nil { // -h2, -h1 (listen_tcp.go)
+		return err
+	}
 
 	if d.obs, err = startObserver(cfg, d.proxy, collectors, d.base); err != nil {
 		return err
