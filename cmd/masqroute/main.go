@@ -51,6 +51,7 @@ import (
 )
 
 func main() {
+	reexecForH2(os.Args[1:]) // listen_tcp.go; on failure HTTP/2 tunnels are refused, said in the log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// After the first signal, a second one kills the process at once.
 	context.AfterFunc(ctx, stop)

@@ -30,7 +30,14 @@ import (
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain re-executes the test binary with GODEBUG=http2xconnect=1, which
+// the daemon's HTTP/2 carrier needs from the start (as main does).
+func TestMain(m *testing.M) {
+	if err := proxy.ReexecWithExtendedConnect(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // syncBuffer is a bytes.Buffer the daemon writes while the test reads.
 type syncBuffer struct {

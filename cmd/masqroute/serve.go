@@ -34,6 +34,7 @@ type daemon struct {
 	ln     *quic.Listener
 	tr     *quic.Transport // ln's transport, with its socket (listen)
 	served chan error      // Serve's result
+	tcp    *tcpCarriers    // -h2, -h1 (listen_tcp.go)
 
 	certs       *certStore
 	caFile      string // self-signed certificate's CA, PEM; "" with -cert
@@ -315,6 +316,7 @@ func (d *daemon) close(ctx context.Context) {
 			d.log.Debug("proxy Serve returned", "error", err)
 		}
 	}
+	d.closeTCP()
 	if d.tr != nil {
 		d.tr.Close() // its connections have ended with the proxy
 		d.tr.Conn.Close()
