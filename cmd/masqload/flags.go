@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/masqroute/masqroute/bench/e2e"
@@ -42,6 +43,7 @@ type config struct {
 	template  string
 	target    string
 	transport string
+	carrier   string // client.Carrier*: with -transport masque and -proxy
 	local     string
 	echo      bool
 	metrics   string
@@ -67,6 +69,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.StringVar(&c.target, "target", "", "UDP echo target `address` (host:port) the tunnels reach")
 	fs.StringVar(&c.transport, "transport", "masque", "masque (CONNECT-UDP through -proxy) or rawquic (raw QUIC datagrams to a rawecho server at -proxy)")
+	fs.StringVar(&c.carrier, "carrier", "h3", "with -transport masque: h3 (HTTP/3), h2 (HTTP/2 on TCP), h1 (HTTP/1.1 Upgrade on TCP,\n"+
+		"a connection per tunnel) or auto (h3, falling back to h2)")
 	fs.StringVar(&c.local, "local", "", "start `impl` in process on loopback and drive it: masqroute, baseline or rawquic")
 	fs.BoolVar(&c.echo, "echo", false, "start a UDP echo target on 127.0.0.1 and use it as -target")
 	fs.StringVar(&c.metrics, "metrics", "", "the proxy's Prometheus `URL` (http://host:port/metrics): its counters are scraped before and after")
@@ -118,6 +122,9 @@ func (c *config) check() error {
 		if c.proxy != "" || c.target != "" || c.metrics != "" {
 			return bad("-local starts its own proxy and target: drop -proxy, -target and -metrics")
 		}
+		if c.carrier != "h3" {
+			return bad("-local serves HTTP/3 only: -carrier needs -proxy")
+		}
 		return nil
 	}
 	if c.proxy == "" {
@@ -125,6 +132,9 @@ func (c *config) check() error {
 	}
 	switch c.transport {
 	case "masque":
+		if !slices.Contains([]string{"h3", "h2", "h1", "auto"}, c.carrier) {
+			return bad("-carrier must be h3, h2, h1 or auto")
+		}
 		if c.target == "" && !c.echo {
 			return bad("-target or -echo is required")
 		}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -36,6 +37,7 @@ type clientConfig struct {
 	ip       bool   // CONNECT-IP: ping -target with ICMP echo through connect-ip-go
 	ipPath   string // the CONNECT-IP request path (a template without variables)
 	logLevel slog.Level
+	carrier  string // client.CarrierH3, H2, H1 or Auto
 }
 
 // seqLen is the sequence number at the start of every payload.
@@ -64,6 +66,8 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.BoolVar(&c.ip, "ip", false, "CONNECT-IP instead: open an IP tunnel with connect-ip-go's client and ping -target\n"+
 		"(an IP address behind the proxy) with ICMP echo")
 	fs.StringVar(&c.ipPath, "ip-path", "/.well-known/masque/ip/", "with -ip: the request `path`, a template without variables")
+	fs.StringVar(&c.carrier, "carrier", client.CarrierH3, "what to reach the proxy over: h3 (HTTP/3, QUIC), h2 (HTTP/2 on TCP), h1 (HTTP/1.1\n"+
+		"Upgrade on TCP) or auto (h3, falling back to h2 when QUIC does not connect within 300ms)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelWarn, "log `level` on stderr: debug, info, warn or error")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
@@ -80,6 +84,10 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 		bad = "-interval must not be negative"
 	case c.timeout <= 0:
 		bad = "-timeout must be positive"
+	case !slices.Contains([]string{client.CarrierH3, client.CarrierH2, client.CarrierH1, client.CarrierAuto}, c.carrier):
+		bad = "-carrier must be h3, h2, h1 or auto"
+	case c.ip && c.carrier != client.CarrierH3:
+		bad = "-ip runs on HTTP/3 only (connect-ip-go's client): drop -carrier"
 	}
 	if bad != "" {
 		return nil, badUsage(fs.Name(), "%s", bad)
@@ -161,7 +169,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Template: cfg.template, Header: cfg.header, Logger: log})
+	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Template: cfg.template, Header: cfg.header, Logger: log,
+		Carrier: cfg.carrier})
 	if err != nil {
 		return fmt.Errorf("connect to proxy: %w", err)
 	}
@@ -174,7 +183,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("open tunnel to %s: %w", cfg.target, err)
 	}
 	defer u.Close()
-	fmt.Fprintf(stdout, "tunnel to %s through %s open in %s ms\n", cfg.target, cfg.proxy, ms(time.Since(start)))
+	fmt.Fprintf(stdout, "tunnel to %s through %s open in %s ms (%s)\n", cfg.target, cfg.proxy, ms(time.Since(start)), conn.Carrier())
 
 	// Cancelling ctx (Ctrl-C) ends a Read in progress.
 	stopRead := context.AfterFunc(ctx, func() { u.SetReadDeadline(time.Now()) })

@@ -84,8 +84,21 @@ func (d *daemon) closeTCP() {
 // arguments, the other environment and the standard descriptors. It
 // returns only on failure, or when nothing is to be done.
 func reexecForH2(args []string) error {
+	if !servesH2(args) {
+		return nil
+	}
+	if err := proxy.ReexecWithExtendedConnect(); err != nil {
+		fmt.Fprintln(os.Stderr, "masqroute: cannot restart with GODEBUG="+proxy.ExtendedConnectEnv+":", err)
+		return err
+	}
+	return nil
+}
+
+// servesH2 reports whether the command line args (without the program
+// name) run the daemon with HTTP/2: -h2, or -dev without -h2=false.
+func servesH2(args []string) bool {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return nil // a subcommand (client, token, version, help)
+		return false // a subcommand (client, token, version, help)
 	}
 	wants := false
 	for _, a := range args {
@@ -96,15 +109,35 @@ func reexecForH2(args []string) error {
 		case "dev", "h2", "dev=true", "h2=true":
 			wants = true
 		case "h2=false":
-			return nil
+			return false
 		}
 	}
-	if !wants {
+	return wants
+}
+
+// A tcpCarrierName is a TCP carrier the daemon serves: its name and its
+// client -carrier value.
+type tcpCarrierName struct{ name, flag string }
+
+// tcpCarriers are the TCP carriers served, for the banner.
+func (d *daemon) tcpCarriers() []tcpCarrierName {
+	var cs []tcpCarrierName
+	if d.tcp == nil {
 		return nil
 	}
-	if err := proxy.ReexecWithExtendedConnect(); err != nil {
-		fmt.Fprintln(os.Stderr, "masqroute: cannot restart with GODEBUG="+proxy.ExtendedConnectEnv+":", err)
-		return err
+	if d.cfg.h2 {
+		cs = append(cs, tcpCarrierName{"HTTP/2", "h2"})
 	}
-	return nil
+	if d.cfg.h1 {
+		cs = append(cs, tcpCarrierName{"HTTP/1.1", "h1"})
+	}
+	return cs
+}
+
+func (d *daemon) tcpCarrierNames() []string {
+	var names []string
+	for _, c := range d.tcpCarriers() {
+		names = append(names, c.name)
+	}
+	return names
 }
