@@ -26,6 +26,13 @@
 // reach public addresses only (see engine/policy): -allow, -deny,
 // -allow-ports and -deny-ports adjust that.
 //
+// With -h2 and -h1 (both on with -dev) the daemon also serves the tunnels
+// over HTTP/2 (extended CONNECT, RFC 8441) and HTTP/1.1 (Upgrade, RFC 9298
+// §3.2) on TCP, on -listen's port number, for clients whose UDP is blocked
+// (client -carrier h2|h1|auto). Serving HTTP/2, it restarts itself once at
+// start with GODEBUG=http2xconnect=1, which Go's HTTP/2 server needs for
+// extended CONNECT; the PID stays the same.
+//
 // Logs go to stderr, -log-format text or json, one record a line, with the
 // part of the daemon that speaks in a component attribute. What libraries
 // print through the standard log package comes out at debug level.

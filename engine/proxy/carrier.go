@@ -21,7 +21,7 @@ import (
 //
 //	h3  HTTP/3 on QUIC (conn.go): extended CONNECT on a request stream;
 //	    datagrams as QUIC DATAGRAM frames, or DATAGRAM capsules.
-//	h2  HTTP/2 on TLS over TCP (listen_tcp.go, h2carrier.go): extended
+//	h2  HTTP/2 on TLS over TCP (tcpserve.go, h2carrier.go): extended
 //	    CONNECT (RFC 8441); datagrams as DATAGRAM capsules on the stream.
 //	h1  HTTP/1.1 on TLS over TCP (h1carrier.go): GET with Upgrade (RFC 9298
 //	    §3.2, RFC 9484 §3.2), 101, then capsules on the connection.

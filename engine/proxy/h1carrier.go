@@ -17,7 +17,7 @@ import (
 // "Connection: Upgrade" and "Upgrade: connect-udp" (or connect-ip), answered
 // "101 Switching Protocols"; from then on the connection carries the
 // tunnel's capsules both ways, and its end ends the tunnel. One tunnel per
-// connection. net/http parses the request; tcpHandler hands an upgrade to
+// connection. net/http parses the request; tcpServer.ServeHTTP hands an upgrade to
 // serveH1Tunnel, which takes the connection over (Hijack) before the
 // proxy's handler runs, so that every answer, 101 or a refusal, is written
 // by an h1Writer on the raw connection.
@@ -101,7 +101,7 @@ func (p *Proxy) upgradeProtocol(tokens []string) string {
 // runs the proxy's handler with an h1Writer, and ends the connection with
 // the tunnel.
 func (s *tcpServer) serveH1Tunnel(t *tcpCarrier, w http.ResponseWriter, r *http.Request) {
-	tokens, _ := upgradeTokens(r) // tcpHandler checked it
+	tokens, _ := upgradeTokens(r) // ServeHTTP checked it
 	proto := s.p.upgradeProtocol(tokens)
 	hdr := w.Header().Clone()
 	conn, brw, err := http.NewResponseController(w).Hijack()

@@ -27,7 +27,7 @@ import (
 // TLS listener, for clients whose UDP is blocked. Each TCP connection is a
 // proxyConn like a QUIC one, with its own router, sender and limits; its
 // carrier is a tcpCarrier. net/http serves the connection; every request
-// goes through tcpHandler, which gives a tunnel request its stream and
+// goes through tcpServer.ServeHTTP, which gives a tunnel request its stream and
 // then hands it to the same handler as HTTP/3 (topHandler).
 //
 // HTTP/2 extended CONNECT (RFC 8441) needs GODEBUG=http2xconnect=1 in the
@@ -231,7 +231,7 @@ func (t *tcpCarrier) protocol(r *http.Request) (string, string) {
 	if st, ok := r.Context().Value(tcpStreamKey{}).(*tcpStream); ok {
 		return http.MethodConnect, st.proto
 	}
-	return r.Method, "" // not a tunnel request (tcpHandler decides)
+	return r.Method, "" // not a tunnel request (ServeHTTP decides)
 }
 
 func (t *tcpCarrier) requestStream(_ http.ResponseWriter, r *http.Request) (tunnelStream, bool) {
