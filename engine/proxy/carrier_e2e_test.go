@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -326,5 +328,79 @@ func TestCarrierAccountingSame(t *testing.T) {
 	want := counts{n, n * uint64(len(msg)), n, n * uint64(len(msg)), 1}
 	for name, c := range got {
 		require.Equal(t, want, c, name)
+	}
+}
+
+// countingConn counts the bytes written on it: what a client sent on the
+// wire (TLS records included).
+type countingConn struct {
+	net.Conn
+	wrote *atomic.Uint64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.wrote.Add(uint64(n))
+	return n, err
+}
+
+// dialCounting opens a TLS connection with alpn whose written bytes go to
+// wrote. It may run on a goroutine other than the test's.
+func dialCounting(addr, alpn string, tc *tls.Config, wrote *atomic.Uint64) (*tls.Conn, error) {
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc = tc.Clone()
+	tc.NextProtos = []string{alpn}
+	tc.ServerName, _, _ = net.SplitHostPort(addr)
+	conn := tls.Client(countingConn{raw, wrote}, tc)
+	if err := conn.Handshake(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// Over TCP the amplification bound counts the bytes received on the TCP
+// connection: empty DATAGRAM capsules (3 bytes each) do not become a flood
+// of 28-byte packets at the target, over HTTP/2 or HTTP/1.1.
+func TestNoAmplificationEmptyCapsulesTCP(t *testing.T) {
+	for _, carrier := range []string{"h2", "h1"} {
+		t.Run(carrier, func(t *testing.T) {
+			sink := newUDPSink(t)
+			env := startProxy(t, proxy.Config{RingSize: 1024, MaxCapsule: 1 << 20})
+			addr := env.startTCP(t)
+			var wrote atomic.Uint64
+			var tun *capsuleTunnel
+			var status int
+			if carrier == "h1" {
+				conn, err := dialCounting(addr, "http/1.1", loopbackCert(t).ClientTLS(), &wrote)
+				require.NoError(t, err)
+				fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-udp\r\n\r\n", targetPath(sink.addr()), addr)
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				require.NoError(t, err)
+				tun, status = &capsuleTunnel{w: conn, close: func() { conn.Close() }}, resp.StatusCode
+				t.Cleanup(tun.close)
+				require.Equal(t, http.StatusSwitchingProtocols, status)
+			} else {
+				tr := h2Transport(t)
+				tc := loopbackCert(t).ClientTLS()
+				tr.DialTLSContext = func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+					return dialCounting(addr, "h2", tc, &wrote)
+				}
+				tun, status = openH2(t, tr, addr, "connect-udp", targetPath(sink.addr()))
+				require.Equal(t, http.StatusOK, status)
+			}
+			const bursts, burst = 300, 100
+			chunk := bytes.Repeat([]byte{0x00, 0x01, 0x00}, burst) // DATAGRAM, length 1, context 0
+			start := time.Now()
+			for i := range bursts {
+				_, err := tun.w.Write(chunk)
+				require.NoError(t, err)
+				keepUp(t, env, func(st proxy.Stats) uint64 { return st.CapsuleDatagrams }, uint64((i+1)*burst))
+			}
+			checkAmplification(t, env, sink, wrote.Load(), time.Since(start))
+		})
 	}
 }
