@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/masqroute/masqroute/bench/e2e"
@@ -42,6 +43,7 @@ type config struct {
 	template  string
 	target    string
 	transport string
+	carrier   string // client.Carrier*: with -transport masque and -proxy
 	local     string
 	localTrs  int
 	echo      bool
@@ -68,6 +70,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "the proxy's CONNECT-UDP URI `template`")
 	fs.StringVar(&c.target, "target", "", "UDP echo target `address` (host:port) the tunnels reach")
 	fs.StringVar(&c.transport, "transport", "masque", "masque (CONNECT-UDP through -proxy) or rawquic (raw QUIC datagrams to a rawecho server at -proxy)")
+	fs.StringVar(&c.carrier, "carrier", "h3", "with -transport masque: h3 (HTTP/3), h2 (HTTP/2 on TCP), h1 (HTTP/1.1 Upgrade on TCP,\n"+
+		"a connection per tunnel) or auto (h3, falling back to h2)")
 	fs.StringVar(&c.local, "local", "", "start `impl` in process on loopback and drive it: masqroute, baseline or rawquic")
 	fs.IntVar(&c.localTrs, "local-transports", 0, "with -local masqroute: serve on this many SO_REUSEPORT sockets steered by connection ID (0: one, 4-byte IDs);\n"+
 		"each of -conns dials from its own port, so the kernel spreads them: use -conns of 8 per transport or more")
@@ -123,6 +127,9 @@ func (c *config) check() error {
 		if c.proxy != "" || c.target != "" || c.metrics != "" {
 			return bad("-local starts its own proxy and target: drop -proxy, -target and -metrics")
 		}
+		if c.carrier != "h3" {
+			return bad("-local serves HTTP/3 only: -carrier needs -proxy")
+		}
 		return nil
 	}
 	if c.localTrs != 0 {
@@ -133,6 +140,9 @@ func (c *config) check() error {
 	}
 	switch c.transport {
 	case "masque":
+		if !slices.Contains([]string{"h3", "h2", "h1", "auto"}, c.carrier) {
+			return bad("-carrier must be h3, h2, h1 or auto")
+		}
 		if c.target == "" && !c.echo {
 			return bad("-target or -echo is required")
 		}

@@ -94,7 +94,7 @@ func (c *config) drive(ctx context.Context, cfg loadgen.Config) (loadgen.Result,
 		cfg.Transport = &loadgen.RawQUIC{Addr: c.proxy, TLS: tlsConf, QUIC: e2e.QUICConfig()}
 		return loadgen.Run(ctx, cfg)
 	}
-	m := &loadgen.MASQUE{Proxy: c.proxy, TLS: tlsConf, QUIC: e2e.QUICConfig(), Template: c.template}
+	m := &loadgen.MASQUE{Proxy: c.proxy, TLS: tlsConf, QUIC: e2e.QUICConfig(), Template: c.template, Carrier: c.carrier}
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -20,9 +21,17 @@ import (
 	"github.com/masqroute/masqroute/bench/e2e"
 	"github.com/masqroute/masqroute/bench/e2e/loadgen"
 	"github.com/masqroute/masqroute/engine/metrics"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain re-executes the test binary with GODEBUG=http2xconnect=1, which
+// the proxy's HTTP/2 carrier needs from the start (TestCarriers).
+func TestMain(m *testing.M) {
+	if err := proxy.ReexecWithExtendedConnect(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -49,6 +58,8 @@ func TestUsageErrors(t *testing.T) {
 		{"-local", "masqroute", "extra"},
 		{"-proxy", "x:1", "-echo", "-local-transports", "2"},
 		{"-local", "masqroute", "-local-transports", "-1"},
+		{"-proxy", "x:1", "-echo", "-carrier", "h4"},
+		{"-local", "masqroute", "-carrier", "h2"},
 	} {
 		code, _, stderr := runCmd(t, args...)
 		require.Equal(t, 2, code, "%q: %s", args, stderr)
@@ -170,4 +181,32 @@ func TestProgressLine(t *testing.T) {
 	require.True(t, strings.HasSuffix(out, "\r\x1b[K"))
 	var nilLine *progressLine
 	nilLine.clear()
+}
+
+// -carrier h2 and h1 carry the load over TCP, to the same proxy.
+func TestCarriers(t *testing.T) {
+	env, err := e2e.Start(e2e.Masqroute)
+	require.NoError(t, err)
+	defer env.Close()
+	cert, err := e2e.Cert()
+	require.NoError(t, err)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, cert.PEM, 0o600))
+	addr := env.Transport.(*loadgen.MASQUE).Proxy
+	ln, err := net.Listen("tcp", addr) // the same port number, on TCP
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- env.Proxy.ServeTCP(ln, cert.ServerTLS(), proxy.TCPOptions{H2: true, H1: true}) }()
+	defer func() { ln.Close(); <-served }()
+
+	for _, carrier := range []string{"h2", "h1"} {
+		code, stdout, stderr := runCmd(t, "-proxy", addr, "-ca", ca, "-echo", "-carrier", carrier,
+			"-tunnels", "2", "-duration", "300ms", "-warmup", "50ms", "-drain", "200ms", "-json")
+		require.Equal(t, 0, code, stderr)
+		var res loadgen.Result
+		require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+		require.Positive(t, res.Received, carrier)
+	}
+	st := env.Proxy.Stats()
+	require.Positive(t, st.CapsuleDatagrams, "the load went in capsules")
 }

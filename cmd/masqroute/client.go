@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -37,6 +38,7 @@ type clientConfig struct {
 	ipPath   string // the CONNECT-IP request path (a template without variables)
 	tcp      string // CONNECT (TCP): connect stdin/stdout to this host:port (clienttcp.go)
 	logLevel slog.Level
+	carrier  string // client.CarrierH3, H2, H1 or Auto
 }
 
 // seqLen is the sequence number at the start of every payload.
@@ -67,6 +69,8 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 	fs.StringVar(&c.ipPath, "ip-path", "/.well-known/masque/ip/", "with -ip: the request `path`, a template without variables")
 	fs.StringVar(&c.tcp, "tcp", "", "CONNECT (TCP) instead: connect stdin and stdout to this `host:port` through the proxy, like nc\n"+
 		"(the proxy needs -connect-tcp; stdin's end half-closes the connection)")
+	fs.StringVar(&c.carrier, "carrier", client.CarrierH3, "what to reach the proxy over: h3 (HTTP/3, QUIC), h2 (HTTP/2 on TCP), h1 (HTTP/1.1\n"+
+		"Upgrade on TCP) or auto (h3, falling back to h2 when QUIC does not connect within 300ms)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelWarn, "log `level` on stderr: debug, info, warn or error")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, err
@@ -83,6 +87,10 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 		bad = "-interval must not be negative"
 	case c.timeout <= 0:
 		bad = "-timeout must be positive"
+	case !slices.Contains([]string{client.CarrierH3, client.CarrierH2, client.CarrierH1, client.CarrierAuto}, c.carrier):
+		bad = "-carrier must be h3, h2, h1 or auto"
+	case c.ip && c.carrier != client.CarrierH3:
+		bad = "-ip runs on HTTP/3 only (connect-ip-go's client): drop -carrier"
 	}
 	if bad != "" {
 		return nil, badUsage(fs.Name(), "%s", bad)
@@ -167,7 +175,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Template: cfg.template, Header: cfg.header, Logger: log})
+	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Template: cfg.template, Header: cfg.header, Logger: log,
+		Carrier: cfg.carrier})
 	if err != nil {
 		return fmt.Errorf("connect to proxy: %w", err)
 	}
@@ -180,7 +189,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("open tunnel to %s: %w", cfg.target, err)
 	}
 	defer u.Close()
-	fmt.Fprintf(stdout, "tunnel to %s through %s open in %s ms\n", cfg.target, cfg.proxy, ms(time.Since(start)))
+	fmt.Fprintf(stdout, "tunnel to %s through %s open in %s ms (%s)\n", cfg.target, cfg.proxy, ms(time.Since(start)), conn.Carrier())
 
 	// Cancelling ctx (Ctrl-C) ends a Read in progress.
 	stopRead := context.AfterFunc(ctx, func() { u.SetReadDeadline(time.Now()) })

@@ -31,6 +31,9 @@ func (d *daemon) printBanner(w io.Writer) {
 		protocols += ", CONNECT-IP into " + d.cfg.ip
 	}
 	p("  proxy     %s  (QUIC, HTTP/3, %s)", d.ln.Addr(), protocols)
+	if d.tcp != nil {
+		p("            %s  (TCP, %s: CONNECT-UDP, CONNECT-IP)", d.tcp.ln.Addr(), strings.Join(d.tcpCarrierNames(), ", "))
+	}
 	p("  template  %s", d.cfg.template)
 	switch {
 	case d.caFile != "" && d.cfg.devDir != "":
@@ -46,6 +49,10 @@ func (d *daemon) printBanner(w io.Writer) {
 	p("")
 	p("Send traffic through the proxy:")
 	p("  %s", d.clientCommand(proxyAddr, echoAddr))
+	for _, c := range d.tcpCarriers() {
+		p("The same over TCP, %s:", c.name)
+		p("  %s -carrier %s", d.clientCommand(proxyAddr, echoAddr), c.flag)
+	}
 	if d.ipHosts != "" {
 		p("Ping through a CONNECT-IP tunnel, with connect-ip-go's client:")
 		p("  %s", d.ipClientCommand(proxyAddr))

@@ -87,6 +87,7 @@ type serveConfig struct {
 	logFormat       string
 	shutdownTimeout time.Duration
 	dev             bool
+	h2, h1          bool // TCP carriers (listen_tcp.go)
 
 	connectTCP bool // CONNECT for TCP (on with -dev)
 
@@ -175,6 +176,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.BoolVar(&c.dev, "dev", false, "development mode: self-signed certificate, LOOPBACK TARGETS ALLOWED, a local UDP echo target,\n"+
 		"CONNECT-IP into a userspace network (unless -ip says otherwise), a banner")
 	fs.BoolVar(&c.connectTCP, "connect-tcp", false, "serve CONNECT for TCP (RFC 9114 §4.4) under the same policy, auth and limits; on with -dev")
+	fs.BoolVar(&c.h2, "h2", false, "also serve HTTP/2 (extended CONNECT, RFC 8441) on TCP, on -listen's port number, for clients\n"+
+		"whose UDP is blocked (on by default with -dev)")
+	fs.BoolVar(&c.h1, "h1", false, "also serve HTTP/1.1 Upgrade (RFC 9298 §3.2) on that TCP port (on by default with -dev)")
 	fs.StringVar(&c.ip, "ip", "", "serve CONNECT-IP (RFC 9484) into this `backend`: netstack (a userspace network, no privileges)\n"+
 		"or tun (a Linux TUN interface; needs CAP_NET_ADMIN, and routes and addresses set up outside)")
 	fs.StringVar(&c.ipTUN, "ip-tun", "masqroute%d", "TUN interface `name` for -ip tun (%d: the kernel picks a number)")
@@ -205,6 +209,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	if !gopsSet {
 		c.gops = c.dev // the agent opens a port: only where asked, or in -dev
 	}
+	c.devCarriers(fs)
 	bad := func(msg string) (*serveConfig, error) { return nil, badUsage(fs.Name(), "%s", msg) }
 	switch {
 	case c.ringSize < 1 || c.pendingBuffer < 1 || c.holdTimeout <= 0:

@@ -30,6 +30,13 @@
 // (config.go); -print-config prints the effective configuration in that
 // format. The file is read at start only, not on SIGHUP.
 //
+// With -h2 and -h1 (both on with -dev) the daemon also serves the tunnels
+// over HTTP/2 (extended CONNECT, RFC 8441) and HTTP/1.1 (Upgrade, RFC 9298
+// §3.2) on TCP, on -listen's port number, for clients whose UDP is blocked
+// (client -carrier h2|h1|auto). Serving HTTP/2, it restarts itself once at
+// start with GODEBUG=http2xconnect=1, which Go's HTTP/2 server needs for
+// extended CONNECT; the PID stays the same.
+//
 // Logs go to stderr, -log-format text or json, one record a line, with the
 // part of the daemon that speaks in a component attribute. What libraries
 // print through the standard log package comes out at debug level.
@@ -55,6 +62,7 @@ import (
 )
 
 func main() {
+	reexecForH2(os.Args[1:]) // listen_tcp.go; on failure HTTP/2 tunnels are refused, said in the log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// After the first signal, a second one kills the process at once.
 	context.AfterFunc(ctx, stop)

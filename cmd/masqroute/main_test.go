@@ -30,7 +30,14 @@ import (
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain re-executes the test binary with GODEBUG=http2xconnect=1, which
+// the daemon's HTTP/2 carrier needs from the start (as main does).
+func TestMain(m *testing.M) {
+	if err := proxy.ReexecWithExtendedConnect(); err != nil {
+		panic(err)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // syncBuffer is a bytes.Buffer the daemon writes while the test reads.
 type syncBuffer struct {
@@ -209,6 +216,20 @@ func TestDevModeEndToEnd(t *testing.T) {
 	require.Regexp(t, `(?m)^3 sent, 3 received`, ipOut.String())
 	require.Contains(t, ipOut.String(), "from 192.0.2.1: icmp_seq=1 ttl=63")
 
+	// The printed HTTP/2 and HTTP/1.1 commands work too (on TCP, the same
+	// port number).
+	require.Contains(t, banner, listen+"  (TCP, HTTP/2, HTTP/1.1")
+	for _, carrier := range []string{"h2", "h1"} {
+		cmd := strings.Fields(bannerLine(t, banner, "-carrier "+carrier))
+		args := append(cmd[slices.Index(cmd, "client"):], "-interval", "5ms")
+		var out, errOut syncBuffer
+		err := run(context.Background(), args, &out, &errOut)
+		t.Logf("client -carrier %s:\n%s%s", carrier, out.String(), errOut.String())
+		require.NoError(t, err)
+		require.Contains(t, out.String(), "("+carrier+")")
+		require.Regexp(t, `(?m)^5 sent, [1-5] received`, out.String())
+	}
+
 	// Too large for a QUIC datagram: said plainly.
 	err = run(context.Background(), append(slices.Clone(args), "-size", "1400", "-count", "1"), io.Discard, io.Discard)
 	require.ErrorContains(t, err, "-size 1400 does not fit in one QUIC datagram")
@@ -315,6 +336,8 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"-cert", "c.pem", "-key", "k.pem", "-write-ca", "x"}, 2, "cannot go with -cert"},
 		{[]string{"client"}, 2, "-target is required"},
 		{[]string{"client", "-target", "127.0.0.1:1", "-size", "4"}, 2, "at least 8"},
+		{[]string{"client", "-target", "127.0.0.1:1", "-carrier", "h4"}, 2, "-carrier must be h3, h2, h1 or auto"},
+		{[]string{"client", "-ip", "-target", "192.0.2.1", "-carrier", "h2"}, 2, "-ip runs on HTTP/3 only"},
 		{[]string{"-self-signed", "-allow", "10.0.0.0/33", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-allow"},
 		{[]string{"-self-signed", "-deny-ports", "9-1", "-metrics", "", "-pprof", "", "-gops=false"}, 1, "-deny-ports"},
 		{[]string{"-log-level", "loud"}, 2, "log-level"},
@@ -477,4 +500,27 @@ func TestQueueFlags(t *testing.T) {
 	pc = c.proxyConfig(nil, nil, daemonAuth{}, nil)
 	require.Equal(t, engine.HoldOptions{Max: proxy.DefaultHoldMax, Timeout: engine.DefaultHoldTimeout}, pc.Hold)
 	require.Equal(t, engine.DefaultRingSize, pc.RingSize)
+}
+
+// Only a daemon that serves HTTP/2 (-h2, or -dev) restarts itself with
+// GODEBUG=http2xconnect=1; subcommands never do.
+func TestServesH2(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-dev"}, true},
+		{[]string{"-dev", "-dev-dir", ".dev"}, true},
+		{[]string{"--h2"}, true},
+		{[]string{"-self-signed", "-h2=true"}, true},
+		{[]string{"-dev", "-h2=false"}, false},
+		{[]string{"-self-signed"}, false},
+		{[]string{"-self-signed", "-h1"}, false},
+		{[]string{"client", "-dev"}, false},
+		{[]string{"token", "-h2"}, false},
+		{nil, false},
+	} {
+		require.Equal(t, tc.want, servesH2(tc.args), "%q", tc.args)
+	}
+	require.True(t, proxy.ExtendedConnectEnabled(), "TestMain re-executed with it")
 }

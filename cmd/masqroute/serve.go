@@ -34,6 +34,7 @@ type daemon struct {
 	ln         *quic.Listener // the first transport's listener, for its address
 	transports *transportSet  // every transport and listener (listen_transports.go)
 	served     chan error     // Serve's results, one per listener
+	tcp        *tcpCarriers   // -h2, -h1 (listen_tcp.go)
 
 	certs       *certStore
 	caFile      string // self-signed certificate's CA, PEM; "" with -cert
@@ -177,6 +178,9 @@ func (d *daemon) start() error {
 		return fmt.Errorf("listen %s: %w", cfg.listen, err)
 	}
 	collectors = append(collectors, d.transports.collectors()...)
+	if err := d.listenTCP(tlsConf); err != nil { // -h2, -h1 (listen_tcp.go)
+		return err
+	}
 
 	if d.obs, err = startObserver(cfg, d.proxy, collectors, d.base); err != nil {
 		return err
@@ -309,6 +313,7 @@ func (d *daemon) close(ctx context.Context) {
 			d.log.Warn("tunnels cut short by the shutdown timeout", "error", err)
 		}
 	}
+	d.closeTCP()
 	d.closeTransports()
 	if d.obs != nil {
 		d.obs.close(ctx)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -44,13 +45,21 @@ type Config struct {
 	RingSize int
 	// Logger receives debug logs. Default slog.Default().
 	Logger *slog.Logger
+	// Carrier is what Dial connects with (carrier.go): CarrierH3 (the
+	// default), CarrierH2, CarrierH1, or CarrierAuto (HTTP/3, falling
+	// back to HTTP/2 when QUIC does not connect).
+	Carrier string
+	// FallbackDelay is how long CarrierAuto gives HTTP/3 before it starts
+	// HTTP/2 beside it. Default DefaultFallbackDelay.
+	FallbackDelay time.Duration
 }
 
 // A Conn is one HTTP/3 connection to a proxy. It carries any number of
 // tunnels and is safe for concurrent use.
 type Conn struct {
-	qc        *quic.Conn
-	h3        *http3.RawClientConn
+	qc        *quic.Conn           // HTTP/3 only
+	h3        *http3.RawClientConn // HTTP/3 only
+	tcp       *tcpTransport        // HTTP/2 and HTTP/1.1 only (carrier.go)
 	router    *engine.Router
 	tmpl      *template.Template
 	authority string
@@ -66,11 +75,25 @@ type Conn struct {
 	wg        sync.WaitGroup // the connection's goroutines
 }
 
-// Dial connects to the proxy at addr (host:port) over QUIC and HTTP/3.
+// Dial connects to the proxy at addr (host:port) with cfg.Carrier: over
+// QUIC and HTTP/3 by default.
 func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
+	switch cfg.Carrier {
+	case "", CarrierH3:
+		return dialH3(ctx, addr, cfg)
+	case CarrierH2, CarrierH1:
+		return dialTCP(ctx, addr, cfg, cfg.Carrier)
+	case CarrierAuto:
+		return dialAuto(ctx, addr, cfg)
+	}
+	return nil, fmt.Errorf("masqroute client: unknown carrier %q (h3, h2, h1 or auto)", cfg.Carrier)
+}
+
+// dialH3 connects over QUIC and HTTP/3.
+func dialH3(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	tlsConf := &tls.Config{}
 	if cfg.TLSConfig != nil {
 		tlsConf = cfg.TLSConfig.Clone()
@@ -93,23 +116,33 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	return c, nil
 }
 
-// NewConn runs the client over an established QUIC connection to the proxy
-// whose authority (host:port, as the proxy knows itself) is authority.
-func NewConn(qc *quic.Conn, authority string, cfg *Config) (*Conn, error) {
-	if cfg == nil {
-		cfg = &Config{}
-	}
+// templateAndLogger are cfg's CONNECT-UDP template, parsed, and logger,
+// with their defaults.
+func (cfg *Config) templateAndLogger() (*template.Template, *slog.Logger, error) {
 	raw := cfg.Template
 	if raw == "" {
 		raw = template.DefaultUDP
 	}
 	tmpl, err := template.Parse(raw, "target_host", "target_port")
 	if err != nil {
-		return nil, fmt.Errorf("masqroute client: template: %w", err)
+		return nil, nil, fmt.Errorf("masqroute client: template: %w", err)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	return tmpl, log, nil
+}
+
+// NewConn runs the client over an established QUIC connection to the proxy
+// whose authority (host:port, as the proxy knows itself) is authority.
+func NewConn(qc *quic.Conn, authority string, cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	tmpl, log, err := cfg.templateAndLogger()
+	if err != nil {
+		return nil, err
 	}
 	// quic-go's HTTP/3 client sends our SETTINGS and runs requests, but
 	// its own datagram handling stays off: H3_DATAGRAM is advertised
@@ -147,7 +180,11 @@ func (c *Conn) Router() *engine.Router { return c.router }
 // connection's goroutines.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		c.qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeNoError), "")
+		if c.tcp != nil {
+			c.tcp.close()
+		} else {
+			c.qc.CloseWithError(quic.ApplicationErrorCode(wire.ErrCodeNoError), "")
+		}
 		c.router.Close()
 	})
 	c.wg.Wait()
@@ -155,7 +192,21 @@ func (c *Conn) Close() error {
 }
 
 // Context is cancelled when the connection closes.
-func (c *Conn) Context() context.Context { return c.qc.Context() }
+func (c *Conn) Context() context.Context {
+	if c.tcp != nil {
+		return c.tcp.ctx
+	}
+	return c.qc.Context()
+}
+
+// Carrier is what the connection runs on: CarrierH3, CarrierH2 or
+// CarrierH1.
+func (c *Conn) Carrier() string {
+	if c.tcp != nil {
+		return c.tcp.carrier
+	}
+	return CarrierH3
+}
 
 // routineReceiveDatagrams dispatches the connection's datagrams to tunnels.
 func (c *Conn) routineReceiveDatagrams() {
@@ -238,8 +289,8 @@ func (c *Conn) waitSettings(ctx context.Context) error {
 	case <-c.settingsReady:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-c.qc.Context().Done():
-		return context.Cause(c.qc.Context())
+	case <-c.Context().Done():
+		return context.Cause(c.Context())
 	}
 	if !c.settings.ExtendedConnect {
 		return errors.New("masqroute client: proxy does not enable extended CONNECT")

@@ -48,7 +48,7 @@ const maxDatagram = 65527
 // called by one goroutine at a time; writes are safe from many.
 type UDPConn struct {
 	c       *Conn
-	str     *http3.RequestStream
+	str     stream
 	s       *engine.Session
 	target  string
 	raddr   net.Addr
@@ -84,21 +84,31 @@ func (c *Conn) DialUDP(ctx context.Context, target string) (*UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	str, err := c.h3.OpenRequestStream(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("masqroute client: open stream: %w", err)
+	var hs *http3.RequestStream // HTTP/3
+	var id uint64
+	if c.tcp != nil {
+		id = c.tcp.nextID.Add(4) - 4 // numbered as QUIC numbers request streams
+	} else {
+		if hs, err = c.h3.OpenRequestStream(ctx); err != nil {
+			return nil, fmt.Errorf("masqroute client: open stream: %w", err)
+		}
+		id = uint64(hs.StreamID())
 	}
-	id := uint64(str.StreamID())
 	// Register before the request goes out: the proxy may send a reply
 	// datagram right behind its 200.
 	s, err := c.router.Register(id, nil)
 	if err != nil {
-		str.CancelWrite(quic.StreamErrorCode(wire.ErrCodeRequestCancelled))
+		if hs != nil {
+			hs.CancelWrite(quic.StreamErrorCode(wire.ErrCodeRequestCancelled))
+		}
 		return nil, err
 	}
+	var str stream
 	fail := func(err error) (*UDPConn, error) {
-		str.CancelRead(quic.StreamErrorCode(wire.ErrCodeRequestCancelled))
-		str.CancelWrite(quic.StreamErrorCode(wire.ErrCodeRequestCancelled))
+		if str != nil {
+			str.CancelRead(quic.StreamErrorCode(wire.ErrCodeRequestCancelled))
+			str.CancelWrite(quic.StreamErrorCode(wire.ErrCodeRequestCancelled))
+		}
 		c.router.Unregister(id)
 		return nil, err
 	}
@@ -113,15 +123,23 @@ func (c *Conn) DialUDP(ctx context.Context, target string) (*UDPConn, error) {
 		req.Header[k] = v
 	}
 	req = req.WithContext(ctx)
-	if err := str.SendRequestHeader(req); err != nil {
-		return fail(fmt.Errorf("masqroute client: send request: %w", err))
-	}
-	resp, err := str.ReadResponse()
-	if err != nil {
-		return fail(fmt.Errorf("masqroute client: read response: %w", err))
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fail(&ProxyError{Status: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")})
+	var resp *http.Response
+	if c.tcp != nil {
+		str, resp, err = c.tcp.roundTrip(ctx, req) // carrier.go
+		if err != nil {
+			return fail(err)
+		}
+	} else {
+		str = hs
+		if err := hs.SendRequestHeader(req); err != nil {
+			return fail(fmt.Errorf("masqroute client: send request: %w", err))
+		}
+		if resp, err = hs.ReadResponse(); err != nil {
+			return fail(fmt.Errorf("masqroute client: read response: %w", err))
+		}
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return fail(&ProxyError{Status: resp.StatusCode, ProxyStatus: resp.Header.Get("Proxy-Status")})
+		}
 	}
 	uc := &UDPConn{
 		c:        c,
@@ -235,7 +253,7 @@ func (u *UDPConn) endErr() error {
 // closedErr matches net.ErrClosed; it carries the connection's close
 // reason when the connection has closed and Close was not called.
 func (u *UDPConn) closedErr() error {
-	if cause := context.Cause(u.c.qc.Context()); cause != nil && !u.closed.Load() {
+	if cause := context.Cause(u.c.Context()); cause != nil && !u.closed.Load() {
 		return fmt.Errorf("%w: connection closed: %w", net.ErrClosed, cause)
 	}
 	return net.ErrClosed
@@ -289,7 +307,7 @@ func (u *UDPConn) Write(b []byte) (int, error) {
 // tunnel's end match net.ErrClosed; it races with the session's end, which
 // Write checks first.
 func (u *UDPConn) wrapWriteErr(err error) error {
-	if u.c.qc.Context().Err() != nil || u.closed.Load() {
+	if u.c.Context().Err() != nil || u.closed.Load() {
 		return fmt.Errorf("%w: %w", net.ErrClosed, err)
 	}
 	select {
@@ -324,7 +342,7 @@ func (u *UDPConn) routineReadCapsules() {
 	for {
 		_, v, err := cr.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) && !u.closed.Load() {
+			if errors.Is(err, io.EOF) && !u.closed.Load() && u.c.Context().Err() == nil { // not Conn.Close's doing
 				u.peerEnded.Store(true) // before the Unregister that ends the session
 			}
 			if errors.Is(err, wire.ErrCapsuleTooLarge) || errors.Is(err, wire.ErrMalformedCapsule) {
@@ -354,8 +372,13 @@ func (u *UDPConn) Close() error {
 	return nil
 }
 
-// LocalAddr is the QUIC connection's local address.
-func (u *UDPConn) LocalAddr() net.Addr { return u.c.qc.LocalAddr() }
+// LocalAddr is the local address of the connection the tunnel runs on.
+func (u *UDPConn) LocalAddr() net.Addr {
+	if a, ok := u.str.(interface{ LocalAddr() net.Addr }); ok {
+		return a.LocalAddr()
+	}
+	return u.c.qc.LocalAddr()
+}
 
 // RemoteAddr is the tunnel's target.
 func (u *UDPConn) RemoteAddr() net.Addr { return u.raddr }

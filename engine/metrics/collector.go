@@ -253,7 +253,7 @@ func families() []family {
 		vector(prometheus.CounterValue, "datagrams_dropped_total",
 			"Datagrams dropped, by reason: router (unknown_stream, pending_overflow, ring_full, closed, held_refused), "+
 				"tunnel (malformed, unknown_context, oversize, amplification, rate_limited, send_error, return_oversize, return_send_error, "+
-				"return_queue_full, return_closed, teardown), "+
+				"return_queue_full, return_stream_blocked, return_closed, teardown), "+
 				"connection (capsule_error, datagram_error).", "reason",
 			labelled{"unknown_stream", func(s *st) uint64 { return s.Router.DroppedUnknown }},
 			labelled{"pending_overflow", func(s *st) uint64 { return s.Router.DroppedPendingOverflow }},
@@ -269,6 +269,7 @@ func families() []family {
 			labelled{"return_oversize", func(s *st) uint64 { return s.DropReturnOversize }},
 			labelled{"return_send_error", func(s *st) uint64 { return s.DropReturnSendError }},
 			labelled{"return_queue_full", func(s *st) uint64 { return s.DropReturnQueueFull }},
+			labelled{"return_stream_blocked", func(s *st) uint64 { return s.DropReturnBlocked }},
 			labelled{"return_closed", func(s *st) uint64 { return s.DropReturnClosed }},
 			labelled{"teardown", func(s *st) uint64 { return s.DropTeardown }},
 			labelled{"capsule_error", func(s *st) uint64 { return s.CapsuleErrors }},

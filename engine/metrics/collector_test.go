@@ -196,7 +196,7 @@ func TestCollectorIdleProxy(t *testing.T) {
 	require.ElementsMatch(t, []string{
 		"unknown_stream", "pending_overflow", "ring_full", "closed", "held_refused",
 		"malformed", "unknown_context", "oversize", "amplification", "rate_limited", "send_error", "return_oversize", "return_send_error", "teardown",
-		"return_queue_full", "return_closed",
+		"return_queue_full", "return_stream_blocked", "return_closed",
 		"capsule_error", "datagram_error",
 		"ip_source", "ip_scope", "ip_hop_limit", "ip_no_tunnel", "ip_return_closed", "ip_network_malformed",
 	}, reasons)

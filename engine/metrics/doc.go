@@ -69,6 +69,7 @@
 //	return_oversize    reply too large for the client's QUIC datagrams
 //	return_send_error  the QUIC connection refused the reply
 //	return_queue_full  the connection's reply ring was full (a slow client; CONNECT-IP packets too)
+//	return_stream_blocked  the HTTP/2 stream or HTTP/1.1 connection toward the client was backed up
 //	return_closed      the connection ended with the reply still queued
 //	teardown           discarded because its tunnel, or the proxy, was ending
 //

@@ -21,8 +21,9 @@ import (
 // single consumer of the connection's QUIC datagrams), and the router's
 // control plane. ServeConn returns after all of them have ended.
 type proxyConn struct {
-	p  *Proxy
-	qc *quic.Conn
+	p       *Proxy
+	carrier carrier    // what the connection runs on (carrier.go)
+	qc      *quic.Conn // HTTP/3 only
 	// h3 is written by ServeConn before Serve starts any handler, which
 	// is what orders it before their reads. Shutdown's goAway reads
 	// h3ready instead: ServeConn publishes it, then checks draining, and
@@ -65,26 +66,8 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		qc:        qc,
 		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
 	}
-	p.startDataPathLocked()
-	c.router = engine.NewRouter(engine.Options{
-		Executor:      p.exec,
-		MaxTunnels:    p.cfg.MaxTunnelsPerConn,
-		RingSize:      p.cfg.RingSize,
-		PendingBuffer: p.cfg.PendingBuffer,
-		InitTimeout:   p.cfg.InitTimeout,
-		Kinds:         p.kinds,
-		Hold:          p.cfg.Hold,
-		Sender:        qc,
-		Logger:        p.log,
-	})
-	c.sender = newSender(qc, &p.counters)
-	if p.cfg.MaxAmplification > 0 {
-		c.amp = newAmpBudget(int64(p.cfg.MaxAmplification), int64(p.cfg.AmplificationAllowance),
-			func() uint64 { return qc.ConnectionStats().BytesReceived })
-	}
-	c.rate = newRateLimits(p.cfg.RateConnDatagrams, p.cfg.RateConnBytes, p.cfg.RateBurst)
-	p.conns[c] = struct{}{}
-	p.connsWG.Add(1)
+	c.carrier = (*h3Carrier)(c)
+	p.addConnLocked(c, qc, func() uint64 { return qc.ConnectionStats().BytesReceived })
 	p.mu.Unlock()
 	p.counters.connsAccepted.Add(1)
 	defer p.connsWG.Done()
@@ -110,6 +93,41 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		err = hc.Serve() // returns once the connection closed and every handler returned
 		<-rx
 	}
+	c.release()
+	return err
+}
+
+// addConnLocked gives c, whatever its carrier, its router, sender and
+// limits and adds it to the proxy's connections; out sends its HTTP/3
+// datagrams and received counts the bytes the client has sent it (for the
+// amplification bound). The caller holds p.mu and calls p.connsWG.Done once
+// the connection has ended and c.release has run.
+func (p *Proxy) addConnLocked(c *proxyConn, out engine.DatagramSender, received func() uint64) {
+	p.startDataPathLocked()
+	c.router = engine.NewRouter(engine.Options{
+		Executor:      p.exec,
+		MaxTunnels:    p.cfg.MaxTunnelsPerConn,
+		RingSize:      p.cfg.RingSize,
+		PendingBuffer: p.cfg.PendingBuffer,
+		InitTimeout:   p.cfg.InitTimeout,
+		Kinds:         p.kinds,
+		Hold:          p.cfg.Hold,
+		Sender:        out,
+		Logger:        p.log,
+	})
+	c.sender = newSender(out, &p.counters)
+	if p.cfg.MaxAmplification > 0 {
+		c.amp = newAmpBudget(int64(p.cfg.MaxAmplification), int64(p.cfg.AmplificationAllowance), received)
+	}
+	c.rate = newRateLimits(p.cfg.RateConnDatagrams, p.cfg.RateConnBytes, p.cfg.RateBurst)
+	p.conns[c] = struct{}{}
+	p.connsWG.Add(1)
+}
+
+// release ends c once every request handler of it has returned: its router
+// and sender stop, and its counters fold into the proxy's.
+func (c *proxyConn) release() {
+	p := c.p
 	c.router.Close() // every tunnel has closed: nothing queues replies any more
 	c.sender.close()
 	p.mu.Lock()
@@ -117,7 +135,6 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 	p.foldedRouter.Add(c.router.Stats())
 	p.counters.senderWakeups.Add(c.sender.wakeups())
 	p.mu.Unlock()
-	return err
 }
 
 // topHandler is the handler every request of the connection goes to.
@@ -141,11 +158,7 @@ func (c *proxyConn) admitTunnel() bool {
 
 // goAway starts the connection's graceful shutdown.
 // Shutdown calls it after setting draining (see h3ready).
-func (c *proxyConn) goAway() {
-	if hc := c.h3ready.Load(); hc != nil {
-		hc.GoAway()
-	}
-}
+func (c *proxyConn) goAway() { c.carrier.goAway() }
 
 // routineReceiveDatagrams is the only reader of the connection's QUIC
 // datagrams: it parses the quarter stream ID and hands the payload to the

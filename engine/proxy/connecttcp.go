@@ -190,10 +190,10 @@ func (p *Proxy) dialTCP(ctx context.Context, t template.Target) (*net.TCPConn, e
 	return conn.(*net.TCPConn), nil
 }
 
-// A tcpStream is the client's side of a TCP tunnel as the copy loops see
+// A byteStream is the client's side of a TCP tunnel as the copy loops see
 // it, whatever carries it: HTTP/3 here, an HTTP/2 stream behind the same
 // four methods.
-type tcpStream interface {
+type byteStream interface {
 	// Read reads the client's bytes; io.EOF is the client's FIN.
 	io.Reader
 	// Write sends bytes to the client and flushes them; it blocks while
@@ -215,7 +215,7 @@ type tcpTarget interface {
 // spliceTCP copies both directions until both have ended; see the top of
 // the file. The first error in either direction aborts the tunnel at once,
 // which unblocks the other. It closes tc.
-func (p *Proxy) spliceTCP(st tcpStream, tc tcpTarget) {
+func (p *Proxy) spliceTCP(st byteStream, tc tcpTarget) {
 	var abortOnce sync.Once
 	abort := func() {
 		abortOnce.Do(func() {
@@ -240,7 +240,7 @@ func (p *Proxy) spliceTCP(st tcpStream, tc tcpTarget) {
 
 // copyTCPToTarget copies the client's bytes to the target; at the client's
 // FIN it half-closes the TCP connection and returns nil.
-func (p *Proxy) copyTCPToTarget(st tcpStream, tc tcpTarget) error {
+func (p *Proxy) copyTCPToTarget(st byteStream, tc tcpTarget) error {
 	buf := make([]byte, tcpCopyBuffer)
 	for {
 		n, err := st.Read(buf)
@@ -262,7 +262,7 @@ func (p *Proxy) copyTCPToTarget(st tcpStream, tc tcpTarget) error {
 
 // routineTCPToClient copies the target's bytes to the client; at the
 // target's FIN it ends the stream's send side and returns nil.
-func (p *Proxy) routineTCPToClient(st tcpStream, tc tcpTarget) error {
+func (p *Proxy) routineTCPToClient(st byteStream, tc tcpTarget) error {
 	buf := make([]byte, tcpCopyBuffer)
 	for {
 		n, err := tc.Read(buf)
@@ -282,7 +282,7 @@ func (p *Proxy) routineTCPToClient(st tcpStream, tc tcpTarget) error {
 	}
 }
 
-// h3TCPStream is a tcpStream over an HTTP/3 request stream: the body, the
+// h3TCPStream is a byteStream over an HTTP/3 request stream: the body, the
 // proxy's ResponseWriter (which has CloseWrite), and the stream to reset.
 type h3TCPStream struct {
 	body io.Reader

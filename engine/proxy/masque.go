@@ -15,7 +15,6 @@ import (
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/masqroute/masqroute/engine"
-	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 )
@@ -35,7 +34,8 @@ type Request struct {
 	Vars map[string]string
 
 	conn   *proxyConn
-	stream h3.Stream
+	stream tunnelStream   // on the connection's carrier (carrier.go)
+	dw     datagramWriter // stream, when it carries replies itself (TCP carriers)
 	// datagrams: the client takes HTTP/3 datagrams (QUIC datagrams and
 	// SETTINGS_H3_DATAGRAM), so replies go as datagrams, not capsules.
 	datagrams bool
@@ -79,6 +79,15 @@ func (r *Request) writeDatagramCapsule(contextID uint64, payload []byte) error {
 	v := make([]byte, 0, len(payload)+8)
 	v = quicvarint.Append(v, contextID)
 	v = append(v, payload...)
+	return r.WriteCapsule(wire.CapsuleDatagram, v)
+}
+
+// writeDatagram sends one reply (context ID and payload) in a DATAGRAM
+// capsule: queued on a TCP carrier's stream, or written on an HTTP/3 one.
+func (r *Request) writeDatagram(v []byte) error {
+	if r.dw != nil {
+		return r.dw.tryWriteDatagram(v)
+	}
 	return r.WriteCapsule(wire.CapsuleDatagram, v)
 }
 
@@ -327,13 +336,13 @@ func (p *Proxy) acceptMASQUE(w http.ResponseWriter, r *http.Request) (c *proxyCo
 			return nil, nil, "", false
 		}
 	}
-	if r.Method != http.MethodConnect {
+	method, proto := c.carrier.protocol(r)
+	if method != http.MethodConnect {
 		w.Header().Set("Allow", http.MethodConnect)
 		p.refuse(w, &StatusError{Status: http.StatusMethodNotAllowed, ProxyError: proxyErrHTTPRequestError,
 			Details: "MASQUE needs extended CONNECT"}, &p.counters.rejected)
 		return nil, nil, "", false
 	}
-	proto = r.Proto
 	kind, err := p.kinds.Select(engine.Args{Protocol: proto})
 	if proto == "" || proto == "HTTP/3.0" || err != nil {
 		p.refuse(w, &StatusError{Status: http.StatusNotImplemented, ProxyError: proxyErrHTTPRequestError,
@@ -365,13 +374,14 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 			Details: "proxy is shutting down"}, &p.counters.rejected)
 		return nil, nil, false
 	}
-	str, ok := h3.RequestStream(r)
+	str, ok := c.carrier.requestStream(w, r)
 	if !ok {
 		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
 			Details: "no request stream"}, &p.counters.rejected)
 		return nil, nil, false
 	}
 	req.stream = str
+	req.dw, _ = str.(datagramWriter)
 	// The limits first: nothing below waits before they are applied.
 	if !c.admitTunnel() {
 		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
@@ -385,7 +395,8 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
 	// §2.1.1); clients send them first thing, so this rarely waits, and
 	// never longer than HeaderTimeout.
-	if !c.waitSettings(r.Context()) {
+	datagrams, ok := c.carrier.peerDatagrams(r.Context())
+	if !ok {
 		p.releaseTunnel(c)
 		if r.Context().Err() == nil {
 			p.refuse(w, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
@@ -393,7 +404,7 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 		}
 		return nil, nil, false
 	}
-	req.datagrams = c.datagrams && c.h3.Settings().Datagram
+	req.datagrams = datagrams
 
 	id := uint64(str.StreamID())
 	t0 := time.Now()

@@ -207,12 +207,13 @@ type Proxy struct {
 	maxCapsuleDatagram int
 	udpBase            udpio.Counters // the socket layer's counters when New ran; Stats reports growth since
 
-	mu        sync.Mutex // guards the fields below
-	conns     map[*proxyConn]struct{}
-	listeners map[*quic.Listener]struct{}
-	closed    bool
-	connsWG   sync.WaitGroup   // one per ServeConn
-	exec      *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
+	mu           sync.Mutex // guards the fields below
+	conns        map[*proxyConn]struct{}
+	listeners    map[*quic.Listener]struct{}
+	tcpListeners map[net.Listener]struct{} // ServeTCP's (tcpserve.go)
+	closed       bool
+	connsWG      sync.WaitGroup   // one per ServeConn
+	exec         *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
 	// pollers read every tunnel's target socket (nil off Linux: a
 	// goroutine per tunnel reads instead); started with exec.
 	pollers  []*udpio.Poller
@@ -445,6 +446,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for ln := range p.listeners {
 		ln.Close()
 	}
+	p.closeTCPListenersLocked()
 	conns := make([]*proxyConn, 0, len(p.conns))
 	for c := range p.conns {
 		conns = append(conns, c)
@@ -478,8 +480,9 @@ func (p *Proxy) Close() error {
 	for ln := range p.listeners {
 		ln.Close()
 	}
+	p.closeTCPListenersLocked()
 	for c := range p.conns {
-		c.qc.CloseWithError(quic.ApplicationErrorCode(0x100), "proxy shutting down") // H3_NO_ERROR
+		c.carrier.closeNow()
 	}
 	for t := range p.stock {
 		t.end() // its handler returns promptly: it reads a cancelled stream

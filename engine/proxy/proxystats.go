@@ -63,6 +63,7 @@ type tunnelCounters struct {
 	dropReturnSendError atomic.Uint64 // the QUIC connection refused the reply
 	dropReturnQueueFull atomic.Uint64 // the connection's reply ring was full (a slow client)
 	dropReturnClosed    atomic.Uint64 // the connection ended with the reply still queued
+	dropReturnBlocked   atomic.Uint64 // the TCP stream toward the client was backed up (h2, h1)
 	dropTeardown        atomic.Uint64 // discarded because the tunnel (or the proxy) was ending
 	targetUnreachable   atomic.Uint64 // ICMP errors reported by the target socket
 	// CONNECT-IP only.
@@ -90,7 +91,9 @@ func (c *tunnelCounters) contextZero(d []byte) ([]byte, bool) {
 // countReturnError counts a reply the QUIC connection refused: too large
 // for its datagrams, or refused otherwise.
 func (c *tunnelCounters) countReturnError(err error) {
-	if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
+	if err == errStreamBlocked { // a TCP carrier's stream (carrier.go)
+		c.dropReturnBlocked.Add(1)
+	} else if _, tooLarge := errors.AsType[*quic.DatagramTooLargeError](err); tooLarge {
 		c.dropReturnOversize.Add(1)
 	} else {
 		c.dropReturnSendError.Add(1)
@@ -117,6 +120,7 @@ var tunnelFields = [...]struct {
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnOversize }, func(s *Stats) *uint64 { return &s.DropReturnOversize }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnSendError }, func(s *Stats) *uint64 { return &s.DropReturnSendError }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnQueueFull }, func(s *Stats) *uint64 { return &s.DropReturnQueueFull }},
+	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnBlocked }, func(s *Stats) *uint64 { return &s.DropReturnBlocked }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropReturnClosed }, func(s *Stats) *uint64 { return &s.DropReturnClosed }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.dropTeardown }, func(s *Stats) *uint64 { return &s.DropTeardown }},
 	{func(c *tunnelCounters) *atomic.Uint64 { return &c.targetUnreachable }, func(s *Stats) *uint64 { return &s.TargetUnreachable }},
@@ -222,6 +226,7 @@ type Stats struct {
 	DropReturnSendError                                                       uint64            // replies the QUIC connection refused
 	DropReturnQueueFull                                                       uint64            // replies dropped because the connection's reply ring was full
 	DropReturnClosed                                                          uint64            // replies still queued when their connection ended
+	DropReturnBlocked                                                         uint64            // replies dropped because their HTTP/2 or HTTP/1.1 stream was backed up
 	DropTeardown                                                              uint64            // datagrams discarded because their tunnel or the proxy was ending
 	TargetUnreachable                                                         uint64            // ICMP errors reported by target sockets
 	Router                                                                    engine.Stats      // every connection's router, summed (ended ones included)

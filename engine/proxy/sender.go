@@ -174,7 +174,7 @@ func (s *sender) send(r *reply) {
 	if req := r.src.request(); req.datagrams {
 		err = s.out.SendDatagram(r.frame) // quic-go copies the frame
 	} else {
-		err = req.WriteCapsule(wire.CapsuleDatagram, r.frame[r.qlen:])
+		err = req.writeDatagram(r.frame[r.qlen:])
 	}
 	r.src.replied(r, err)
 }

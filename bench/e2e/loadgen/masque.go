@@ -43,6 +43,9 @@ type MASQUE struct {
 	Header http.Header
 	// Logger receives the client's logs. Default: discarded.
 	Logger *slog.Logger
+	// Carrier is client.Config.Carrier: "" or "h3" for HTTP/3, "h2", "h1"
+	// or "auto".
+	Carrier string
 }
 
 // Name is "masque".
@@ -55,7 +58,8 @@ func (m *MASQUE) Open(ctx context.Context, target string, tunnels, conns int) (F
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg := &client.Config{TLSConfig: m.TLS, QUICConfig: m.QUIC, Template: m.Template, RingSize: m.RingSize, Header: m.Header, Logger: log}
+	cfg := &client.Config{TLSConfig: m.TLS, QUICConfig: m.QUIC, Template: m.Template, RingSize: m.RingSize, Header: m.Header, Logger: log,
+		Carrier: m.Carrier}
 	f := &masqueFlows{conns: make([]*client.Conn, conns), tunnels: make([]*client.UDPConn, tunnels)}
 	err := parallel(ctx, conns, conns, func(ctx context.Context, i int) error {
 		c, err := client.Dial(ctx, m.Proxy, cfg)
