@@ -33,6 +33,9 @@ func TestHarness(t *testing.T) {
 				}
 			}
 			s.dispatched.Add(n)
+			// At 2000/s the churner owes a replacement every 0.5 ms; give it
+			// a few ticks even when the loop above ran faster than that.
+			time.Sleep(20 * time.Millisecond)
 			rate, err := c.stop()
 			require.NoError(t, err)
 			require.Positive(t, rate, "churner made no replacement")
