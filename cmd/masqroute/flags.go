@@ -301,7 +301,7 @@ func (c *serveConfig) proxyConfig(pol *policy.Policy, ip *proxy.IPConfig, auth d
 	}
 	return proxy.Config{
 		IP:                     ip,
-		ConnectTCP:             c.connectTCP || c.dev,
+		ConnectTCP:             c.connectTCP,
 		UDPTemplate:            c.template,
 		Policy:                 pol,
 		ResolveTimeout:         c.resolveTimeout,

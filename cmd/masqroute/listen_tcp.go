@@ -19,8 +19,8 @@ import (
 // clients whose UDP is blocked. Every response there carries Alt-Svc for
 // HTTP/3 on the same port. -dev turns both on unless they are given.
 
-// devCarriers turns -h2 and -h1 on in -dev mode unless the command line
-// set them.
+// devCarriers turns -h2, -h1 and -connect-tcp on in -dev mode unless the
+// command line set them (so -print-config shows what -dev serves).
 func (c *serveConfig) devCarriers(fs *flag.FlagSet) {
 	if !c.dev {
 		return
@@ -32,6 +32,9 @@ func (c *serveConfig) devCarriers(fs *flag.FlagSet) {
 	}
 	if !set["h1"] {
 		c.h1 = true
+	}
+	if !set["connect-tcp"] {
+		c.connectTCP = true
 	}
 }
 
