@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/template"
 	"github.com/masqroute/masqroute/engine/internal/wire"
@@ -104,17 +103,8 @@ func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
 //
 //go:noinline
 func (p *Proxy) openTCP(w http.ResponseWriter, r *http.Request) (c *proxyConn, tc *net.TCPConn, ok bool) {
-	c, ok = r.Context().Value(connKey{}).(*proxyConn)
-	if !ok {
-		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
-			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
+	if c, ok = p.requestConn(w, r); !ok {
 		return nil, nil, false
-	}
-	if p.cfg.Tokens != nil {
-		if se := p.checkToken(r); se != nil {
-			p.refuse(w, se, &p.counters.rejected)
-			return nil, nil, false
-		}
 	}
 	target, err := connectTarget(r.Host)
 	if err != nil {
@@ -122,15 +112,7 @@ func (p *Proxy) openTCP(w http.ResponseWriter, r *http.Request) (c *proxyConn, t
 			Details: err.Error(), Err: err}, &p.counters.rejected)
 		return nil, nil, false
 	}
-	if p.cfg.Authorize != nil {
-		if err := p.cfg.Authorize(r); err != nil {
-			p.refuse(w, authRefusal(err), &p.counters.rejected)
-			return nil, nil, false
-		}
-	}
-	if p.draining.Load() {
-		p.refuse(w, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
-			Details: "proxy is shutting down"}, &p.counters.rejected)
+	if !p.authorizeOpen(w, r) {
 		return nil, nil, false
 	}
 	if _, ok := h3.RequestStream(r); !ok {
@@ -138,13 +120,7 @@ func (p *Proxy) openTCP(w http.ResponseWriter, r *http.Request) (c *proxyConn, t
 			Details: "no request stream"}, &p.counters.rejected)
 		return nil, nil, false
 	}
-	if !c.admitTunnel() {
-		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
-		return nil, nil, false
-	}
-	if !p.admitTunnel() {
-		c.tunnels.Add(-1)
-		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
+	if !p.admitRequest(w, c) {
 		return nil, nil, false
 	}
 	tc, err = p.dialTCP(r.Context(), target)

@@ -322,19 +322,8 @@ func (p *Proxy) serveMASQUE(w http.ResponseWriter, r *http.Request) {
 //
 //go:noinline
 func (p *Proxy) acceptMASQUE(w http.ResponseWriter, r *http.Request) (c *proxyConn, req *Request, proto string, ok bool) {
-	c, ok = r.Context().Value(connKey{}).(*proxyConn)
-	if !ok {
-		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
-			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
+	if c, ok = p.requestConn(w, r); !ok {
 		return nil, nil, "", false
-	}
-	// Authentication first: a client without credentials learns nothing
-	// of the templates or the policy.
-	if p.cfg.Tokens != nil {
-		if se := p.checkToken(r); se != nil {
-			p.refuse(w, se, &p.counters.rejected)
-			return nil, nil, "", false
-		}
 	}
 	method, proto := c.carrier.protocol(r)
 	if method != http.MethodConnect {
@@ -363,15 +352,7 @@ func (p *Proxy) acceptMASQUE(w http.ResponseWriter, r *http.Request) (c *proxyCo
 //
 //go:noinline
 func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn, req *Request, proto string) (s *engine.Session, pc *protoCounts, ok bool) {
-	if p.cfg.Authorize != nil {
-		if err := p.cfg.Authorize(r); err != nil {
-			p.refuse(w, authRefusal(err), &p.counters.rejected)
-			return nil, nil, false
-		}
-	}
-	if p.draining.Load() {
-		p.refuse(w, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
-			Details: "proxy is shutting down"}, &p.counters.rejected)
+	if !p.authorizeOpen(w, r) {
 		return nil, nil, false
 	}
 	str, ok := c.carrier.requestStream(w, r)
@@ -383,13 +364,7 @@ func (p *Proxy) openTunnel(w http.ResponseWriter, r *http.Request, c *proxyConn,
 	req.stream = str
 	req.dw, _ = str.(datagramWriter)
 	// The limits first: nothing below waits before they are applied.
-	if !c.admitTunnel() {
-		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
-		return nil, nil, false
-	}
-	if !p.admitTunnel() {
-		c.tunnels.Add(-1)
-		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
+	if !p.admitRequest(w, c) {
 		return nil, nil, false
 	}
 	// The peer's SETTINGS say whether it takes HTTP/3 datagrams (RFC 9297
@@ -541,4 +516,55 @@ func (p *Proxy) capsulesEnded(c *proxyConn, s *engine.Session, req *Request, err
 		<-req.ended
 		return
 	}
+}
+
+// requestConn finds the connection a request came on and checks its bearer
+// token: authentication first, so a client without credentials learns
+// nothing of the templates or the policy. It answers the refusal itself.
+func (p *Proxy) requestConn(w http.ResponseWriter, r *http.Request) (*proxyConn, bool) {
+	c, ok := r.Context().Value(connKey{}).(*proxyConn)
+	if !ok {
+		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
+			Details: "MASQUE handler not served by a masqroute Proxy"}, &p.counters.rejected)
+		return nil, false
+	}
+	if p.cfg.Tokens != nil {
+		if se := p.checkToken(r); se != nil {
+			p.refuse(w, se, &p.counters.rejected)
+			return nil, false
+		}
+	}
+	return c, true
+}
+
+// authorizeOpen runs the Authorize hook and refuses while draining; it
+// answers the refusal itself.
+func (p *Proxy) authorizeOpen(w http.ResponseWriter, r *http.Request) bool {
+	if p.cfg.Authorize != nil {
+		if err := p.cfg.Authorize(r); err != nil {
+			p.refuse(w, authRefusal(err), &p.counters.rejected)
+			return false
+		}
+	}
+	if p.draining.Load() {
+		p.refuse(w, &StatusError{Status: http.StatusServiceUnavailable, ProxyError: proxyErrHTTPRequestDenied,
+			Details: "proxy is shutting down"}, &p.counters.rejected)
+		return false
+	}
+	return true
+}
+
+// admitRequest takes a place under MaxTunnelsPerConn and MaxTunnels, or
+// answers 503; the caller gives them back with releaseTunnel.
+func (p *Proxy) admitRequest(w http.ResponseWriter, c *proxyConn) bool {
+	if !c.admitTunnel() {
+		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
+		return false
+	}
+	if !p.admitTunnel() {
+		c.tunnels.Add(-1)
+		p.refuse(w, asStatusError(engine.ErrTooManyTunnels), &p.counters.rejected)
+		return false
+	}
+	return true
 }
