@@ -35,6 +35,7 @@ var (
 	e2ePerf       = flag.Bool("e2e.perf", true, "BenchmarkE2E: count the proxy's syscalls with perf tracepoint counters where the kernel allows")
 	e2eCPUProfile = flag.String("e2e.cpuprofile", "", "BenchmarkE2E: `dir`ectory where each proxy process writes a CPU profile of its measured interval")
 	e2eTransports = flag.String("e2e.transports", "", "BenchmarkE2E: masqroute's steered QUIC sockets, comma-separated, a scenario each (masqroute only; bench/e2e/transports.go); empty: one socket, 4-byte IDs")
+	e2eCarriers   = flag.String("e2e.carriers", "", "BenchmarkE2E: masqroute's carriers besides HTTP/3 (h2, h1), comma-separated, a scenario each (masqroute only: the baseline speaks HTTP/3 alone)")
 	e2eChildEnv   = flag.String("e2e.childenv", "", "BenchmarkE2E: comma-separated KEY=VALUE `list` added to every proxy process's environment (e.g. GOGC=200,GOMEMLIMIT=1GiB)")
 )
 
@@ -135,7 +136,10 @@ func (c closingMain) Run() int {
 // many steered SO_REUSEPORT sockets (transports=T; e2e.ServerConfig),
 // reporting transport-T-share-% (each transport's share of the QUIC
 // packets received) and stray-pkts (packets on a transport that did not
-// know their connection ID).
+// know their connection ID). With -e2e.carriers h2 (or h1) each scenario
+// also runs masqroute alone with its client on that carrier (carrier=C):
+// the same tunnels as DATAGRAM capsules on HTTP/2 streams (or one HTTP/1.1
+// connection per tunnel) over TCP, against HTTP/3 in the same run.
 //
 // Under -short only a smoke variant runs: one tunnel, closed loop, 200 ms,
 // each proxy in its process all the same.
@@ -143,8 +147,8 @@ func BenchmarkE2E(b *testing.B) {
 	h := newHarness(b)
 	for _, sc := range h.scenarios {
 		for _, impl := range h.impls {
-			if sc.transports > 0 && impl != e2e.Masqroute {
-				continue // one socket whatever -e2e.transports says
+			if sc.masqrouteOnly() && impl != e2e.Masqroute {
+				continue // the baseline: one socket, HTTP/3
 			}
 			b.Run(fmt.Sprintf("impl=%s/%s", impl, sc.name), func(b *testing.B) { h.sub(b, sc, impl) })
 		}
@@ -152,10 +156,15 @@ func BenchmarkE2E(b *testing.B) {
 }
 
 type scenario struct {
-	name       string // "tunnels=N/mode=M", then "/transports=T" with -e2e.transports
+	name       string // "tunnels=N/mode=M", then "/transports=T" with -e2e.transports or "/carrier=C" with -e2e.carriers
 	cfg        loadgen.Config
-	transports int // e2e.ServerConfig.Transports
+	transports int    // e2e.ServerConfig.Transports
+	carrier    string // e2e.ServerConfig.Carrier
 }
+
+// masqrouteOnly reports whether only masqroute runs sc: the baseline has
+// one socket and speaks HTTP/3 alone.
+func (sc scenario) masqrouteOnly() bool { return sc.transports > 0 || sc.carrier != "" }
 
 // harness is BenchmarkE2E's state across its sub-benchmarks.
 type harness struct {
@@ -216,6 +225,10 @@ func newHarness(b *testing.B) *harness {
 				require.NoError(b, err, "-e2e.transports")
 				require.Positive(b, t, "-e2e.transports")
 				h.scenarios = append(h.scenarios, scenario{name: fmt.Sprintf("%s/transports=%d", name, t), cfg: cfg, transports: t})
+			}
+			for _, c := range list(*e2eCarriers) {
+				require.Contains(b, []string{"h2", "h1"}, c, "-e2e.carriers")
+				h.scenarios = append(h.scenarios, scenario{name: fmt.Sprintf("%s/carrier=%s", name, c), cfg: cfg, carrier: c})
 			}
 		}
 	}
@@ -305,7 +318,7 @@ func (h *harness) round(b *testing.B, sc scenario) {
 	h.rounds[sc.name]++
 	for i := range h.impls {
 		impl := h.impls[(n+i)%len(h.impls)]
-		if sc.transports > 0 && impl != e2e.Masqroute {
+		if sc.masqrouteOnly() && impl != e2e.Masqroute {
 			continue
 		}
 		if !benchSelected(fmt.Sprintf("%s/impl=%s/%s", strings.SplitN(b.Name(), "/", 2)[0], impl, sc.name)) {
@@ -323,7 +336,7 @@ func (h *harness) measure(b *testing.B, sc scenario, impl e2e.Impl, round int) *
 	if h.pinned {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	}
-	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports}
+	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports, Carrier: sc.carrier}
 	if dir := *e2eCPUProfile; dir != "" {
 		require.NoError(b, os.MkdirAll(dir, 0o755))
 		pcfg.CPUProfile = filepath.Join(dir, fmt.Sprintf("%s-%s-%d.pprof", impl, strings.ReplaceAll(sc.name, "/", "-"), round))
@@ -600,4 +613,24 @@ func reportTransports(b *testing.B, res loadgen.Result) {
 		b.ReportMetric(sh, fmt.Sprintf("transport-%d-share-%%", t))
 	}
 	b.ReportMetric(float64(res.Drops[e2e.StrayDrop]), "stray-pkts")
+}
+
+// TestProcessCarriers runs masqroute's process with each TCP carrier as
+// BenchmarkE2E's -e2e.carriers does: the client speaks only that carrier
+// (no fallback), so a round trip shows the carrier works end to end.
+func TestProcessCarriers(t *testing.T) {
+	for _, carrier := range []string{"h2", "h1"} {
+		t.Run(carrier, func(t *testing.T) {
+			env, err := e2e.StartProcess(e2e.Masqroute, e2e.ProcessConfig{CPU: -1, Carrier: carrier})
+			require.NoError(t, err)
+			defer func() { require.NoError(t, env.Close()) }()
+			res, err := env.Run(context.Background(), loadgen.Config{
+				Tunnels: 4, Conns: 2, Size: 1200, Window: 4,
+				Warmup: 50 * time.Millisecond, Duration: 300 * time.Millisecond, Drain: 100 * time.Millisecond,
+			})
+			require.NoError(t, err)
+			require.Positive(t, res.Received, "no datagram came back over %s", carrier)
+			require.Zero(t, res.SendErrors)
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime/pprof"
@@ -134,7 +135,7 @@ func StartServerWith(impl Impl, cfg ServerConfig) (_ *Env, err error) {
 		return nil, err
 	}
 	if impl != RawQUIC {
-		e.Transport = &loadgen.MASQUE{Proxy: e.Addr, TLS: c.ClientTLS(), QUIC: QUICConfig()}
+		e.Transport = &loadgen.MASQUE{Proxy: e.Addr, TLS: c.ClientTLS(), QUIC: QUICConfig(), Carrier: cfg.Carrier}
 	}
 	return e, nil
 }
@@ -167,7 +168,7 @@ func withRole(role string, f func()) {
 func (e *Env) startServer(c *devcert.Cert, cfg ServerConfig) (addr string, err error) {
 	switch e.Impl {
 	case Masqroute:
-		addr, err = e.startMasqroute(c, cfg.Transports)
+		addr, err = e.startMasqroute(c, cfg)
 	case Baseline:
 		var s *baseline.Server
 		if s, err = baseline.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
@@ -201,7 +202,7 @@ func LoopbackPolicy() *policy.Policy {
 	return p
 }
 
-func (e *Env) startMasqroute(c *devcert.Cert, transports int) (string, error) {
+func (e *Env) startMasqroute(c *devcert.Cert, cfg ServerConfig) (string, error) {
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
@@ -209,6 +210,44 @@ func (e *Env) startMasqroute(c *devcert.Cert, transports int) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	addr, err := e.serveMasqrouteQUIC(c, p, cfg.Transports)
+	if err != nil || cfg.Carrier == "" || cfg.Carrier == "h3" {
+		return addr, err
+	}
+	return addr, e.serveMasqrouteTCP(c, p, addr, cfg.Carrier)
+}
+
+// serveMasqrouteTCP serves p's carrier ("h2" or "h1") on TCP at addr's
+// port, as the daemon's -h2 / -h1 do.
+func (e *Env) serveMasqrouteTCP(c *devcert.Cert, p *proxy.Proxy, addr, carrier string) error {
+	opts := proxy.TCPOptions{H2: carrier == "h2", H1: carrier == "h1"}
+	if !opts.H2 && !opts.H1 {
+		return fmt.Errorf("e2e: unknown carrier %q (want h3, h2 or h1)", carrier)
+	}
+	if opts.H2 && !proxy.ExtendedConnectEnabled() {
+		return fmt.Errorf("e2e: carrier h2 needs GODEBUG=%s in the server's environment", proxy.ExtendedConnectEnv)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.ServeTCP(ln, c.ServerTLS(), opts) }()
+	// Closers run in reverse: this one, before the proxy's own, stops the
+	// TCP server when the proxy closes and waits for it.
+	e.closers = append(e.closers, func() error {
+		ln.Close()
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	return nil
+}
+
+// serveMasqrouteQUIC serves p on HTTP/3: one socket, or transports steered
+// ones.
+func (e *Env) serveMasqrouteQUIC(c *devcert.Cert, p *proxy.Proxy, transports int) (string, error) {
 	if transports > 0 {
 		return e.startMasqrouteTransports(c, p, transports)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/masqroute/masqroute/bench/e2e/loadgen"
+	"github.com/masqroute/masqroute/engine/proxy"
 )
 
 // Bounds on a proxy process's life.
@@ -49,6 +50,9 @@ type ProcessConfig struct {
 	CountSyscalls bool
 	// Transports is the server's ServerConfig.Transports.
 	Transports int
+	// Carrier is the server's ServerConfig.Carrier; the Env's client uses
+	// it too.
+	Carrier string
 }
 
 // A Process is a proxy running in a process of its own (see ChildMain),
@@ -147,7 +151,7 @@ func StartProcess(impl Impl, cfg ProcessConfig) (_ *Env, err error) {
 	if impl == RawQUIC {
 		e.Transport = &loadgen.RawQUIC{Addr: p.Addr, TLS: p.TLS.Clone(), QUIC: QUICConfig()}
 	} else {
-		e.Transport = &loadgen.MASQUE{Proxy: p.Addr, TLS: p.TLS.Clone(), QUIC: QUICConfig()}
+		e.Transport = &loadgen.MASQUE{Proxy: p.Addr, TLS: p.TLS.Clone(), QUIC: QUICConfig(), Carrier: cfg.Carrier}
 	}
 	if err := e.startTarget(); err != nil {
 		return nil, err
@@ -162,7 +166,7 @@ func startProcess(impl Impl, cfg ProcessConfig) (_ *Process, err error) {
 			return nil, err
 		}
 	}
-	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports})
+	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports, Carrier: cfg.Carrier})
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +183,11 @@ func startProcess(impl Impl, cfg ProcessConfig) (_ *Process, err error) {
 	// *os.File ends: exec starts no copying goroutines.
 	cmd := exec.Command(exe)
 	cmd.Env = append(append(os.Environ(), cfg.Env...), ChildEnv+"="+string(child))
+	if cfg.Carrier == "h2" {
+		// net/http's HTTP/2 server takes extended CONNECT only with this
+		// setting, read once at start (proxy.ExtendedConnectEnabled).
+		cmd.Env = withGODEBUG(cmd.Env, proxy.ExtendedConnectEnv)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, os.Stderr
 	err = cmd.Start()
 	stdinR.Close()
@@ -477,4 +486,16 @@ func first(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// withGODEBUG returns env with setting added to its GODEBUG (the last
+// GODEBUG entry is the one a process sees).
+func withGODEBUG(env []string, setting string) []string {
+	godebug := setting
+	for _, kv := range env {
+		if old, ok := strings.CutPrefix(kv, "GODEBUG="); ok && old != "" {
+			godebug = old + "," + setting
+		}
+	}
+	return append(env, "GODEBUG="+godebug)
 }

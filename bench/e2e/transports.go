@@ -38,6 +38,11 @@ type ServerConfig struct {
 	// included; 0 is one socket with quic-go's default 4-byte IDs, as
 	// before. Other implementations ignore it.
 	Transports int
+	// Carrier, if "h2" or "h1", makes masqroute also serve that carrier
+	// on TCP, on the port number of its QUIC socket (Proxy.ServeTCP), and
+	// the Env's client use it; "" or "h3" is HTTP/3 alone. masqroute
+	// only.
+	Carrier string
 }
 
 // transportStats is what a multi-transport server counts per transport.
