@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -202,6 +203,11 @@ func LoopbackPolicy() *policy.Policy {
 	return p
 }
 
+// PlainQUICSocketEnv, set to 1 in a masqroute server's environment, makes
+// it serve QUIC on the bare UDP socket instead of proxy.BatchedQUICConn:
+// the A/B switch for the batched writes toward clients.
+const PlainQUICSocketEnv = "E2E_PLAIN_QUIC_SOCKET"
+
 func (e *Env) startMasqroute(c *devcert.Cert, cfg ServerConfig) (string, error) {
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
@@ -253,8 +259,25 @@ func (e *Env) serveMasqrouteQUIC(c *devcert.Cert, p *proxy.Proxy, transports int
 	}
 	tlsConf := c.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, p.QUICConfig(QUICConfig()))
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
+		return "", err
+	}
+	// As the daemon does, unless -e2e.childenv E2E_PLAIN_QUIC_SOCKET=1
+	// asks for quic-go on the bare socket (one sendmsg per packet).
+	var pc net.PacketConn = uc
+	if os.Getenv(PlainQUICSocketEnv) != "1" {
+		if pc, err = proxy.BatchedQUICConn(uc); err != nil {
+			uc.Close()
+			return "", err
+		}
+	}
+	tr := &quic.Transport{Conn: pc}
+	p.ConfigureTransport(tr)
+	ln, err := tr.Listen(tlsConf, p.QUICConfig(QUICConfig()))
+	if err != nil {
+		tr.Close()
+		pc.Close()
 		return "", err
 	}
 	served := make(chan error, 1)
@@ -262,6 +285,8 @@ func (e *Env) serveMasqrouteQUIC(c *devcert.Cert, p *proxy.Proxy, transports int
 	e.closers = append(e.closers, func() error {
 		err := p.Close()
 		ln.Close()
+		tr.Close()
+		pc.Close()
 		if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, serr)
 		}

@@ -51,6 +51,16 @@ type DataPathStats struct {
 	SenderBatches   uint64 // batches drained (one wake-up serves one or more)
 	SenderDatagrams uint64 // datagrams in those batches
 	SenderQueueFull uint64 // replies dropped, the connection's outbound ring full
+
+	// Toward clients, where the QUIC socket is a BatchedQUICConn: quic-go's
+	// packets queued, and the flusher's sendmmsg calls.
+	ClientWriteSyscalls uint64 // sendmmsg calls, failed ones included
+	ClientFlushes       uint64 // queues flushed (one flusher wake-up each, at most)
+	ClientPackets       uint64 // QUIC packets queued
+	ClientGSOSends      uint64 // messages carrying two or more packets as one UDP GSO message
+	ClientGSOPackets    uint64 // packets in those messages
+	ClientSendDropped   uint64 // packets the kernel refused: to quic-go, lost on the path
+	ClientGSORefusals   uint64 // GSO sends refused (the socket then sends without GSO)
 }
 
 // dataPathStats fills the executor and socket sections of a snapshot; Stats
@@ -79,5 +89,12 @@ func (p *Proxy) dataPathStats(exec *engine.Executor) DataPathStats {
 	d.PollerEvents = u.PollerEvents - b.PollerEvents
 	d.PollerTurns = u.PollerTurns - b.PollerTurns
 	d.PollerRequeues = u.PollerRequeues - b.PollerRequeues
+	d.ClientWriteSyscalls = u.ClientSyscalls - b.ClientSyscalls
+	d.ClientFlushes = u.ClientFlushes - b.ClientFlushes
+	d.ClientPackets = u.ClientPackets - b.ClientPackets
+	d.ClientGSOSends = u.ClientGSOSends - b.ClientGSOSends
+	d.ClientGSOPackets = u.ClientGSOPackets - b.ClientGSOPackets
+	d.ClientSendDropped = u.ClientDropped - b.ClientDropped
+	d.ClientGSORefusals = u.ClientGSORefusals - b.ClientGSORefusals
 	return d
 }

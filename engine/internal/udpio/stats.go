@@ -70,6 +70,25 @@ type Counters struct {
 	// after which a handler asked to be called again (it filled its batch).
 	PollerTurns    uint64
 	PollerRequeues uint64
+
+	// Toward clients (QUICConn: quic-go's packets, queued and flushed).
+
+	// ClientSyscalls counts sendmmsg calls made, failed ones included.
+	ClientSyscalls uint64
+	// ClientFlushes counts the queues the flushers took (one goroutine
+	// wake-up each, at most); ClientPackets the packets queued.
+	ClientFlushes uint64
+	ClientPackets uint64
+	// ClientGSOSends counts messages carrying two or more packets as one
+	// UDP_SEGMENT message, ClientGSOPackets the packets in them.
+	ClientGSOSends   uint64
+	ClientGSOPackets uint64
+	// ClientDropped counts packets the kernel refused (or that were queued
+	// when the socket closed): to quic-go, packets lost on the path.
+	ClientDropped uint64
+	// ClientGSORefusals counts GSO sends refused; the socket then sends
+	// without GSO.
+	ClientGSORefusals uint64
 }
 
 // Stats returns a snapshot of the package's counters. It allocates
@@ -90,6 +109,14 @@ func Stats() Counters {
 		PollerWaits:    stats.poll.waits.Load(),
 		PollerTurns:    stats.poll.turns.Load(),
 		PollerRequeues: stats.poll.requeues.Load(),
+
+		ClientSyscalls:    stats.cl.syscalls.Load(),
+		ClientFlushes:     stats.cl.flushes.Load(),
+		ClientPackets:     stats.cl.packets.Load(),
+		ClientGSOSends:    stats.cl.gsoSends.Load(),
+		ClientGSOPackets:  stats.cl.gsoPackets.Load(),
+		ClientDropped:     stats.cl.dropped.Load(),
+		ClientGSORefusals: stats.cl.gsoRefusals.Load(),
 	}
 }
 
@@ -110,6 +137,10 @@ var stats struct {
 	_    cacheLinePad
 	poll struct {
 		wakes, events, waits, turns, requeues atomic.Uint64
+	}
+	_  cacheLinePad
+	cl struct {
+		syscalls, flushes, packets, gsoSends, gsoPackets, dropped, gsoRefusals atomic.Uint64
 	}
 	_ cacheLinePad
 }
