@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/masqroute/masqroute/engine/echo"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 	"github.com/masqroute/masqroute/engine/proxy"
 )
@@ -22,20 +24,36 @@ type goAwayResult struct {
 	err error
 }
 
+// errNoControlStream: the connection closed before the proxy opened its
+// control stream, so before ServeConn set it up (it was refused at entry).
+var errNoControlStream = errors.New("closed before the proxy's control stream")
+
 // watchGoAway takes the proxy's unidirectional streams on qc, whose
-// http3.RawClientConn leaves them to the caller, and reports once on the
-// returned channel: the control stream's first GOAWAY, or the error that
-// ended the stream without one (the connection closed).
+// http3.RawClientConn (if any) leaves them to the caller, and reports once
+// on the returned channel: the control stream's first GOAWAY, the error
+// that ended the stream without one, or errNoControlStream.
 func watchGoAway(t testing.TB, qc *quic.Conn) <-chan goAwayResult {
 	res := make(chan goAwayResult, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		control := false
 		for {
 			str, err := qc.AcceptUniStream(context.Background())
 			if err != nil {
+				if !control {
+					res <- goAwayResult{err: errNoControlStream}
+				}
 				return
 			}
-			wg.Go(func() { readGoAway(str, res) })
+			typ, err := wire.ReadStreamType(str)
+			switch {
+			case err != nil:
+			case typ == wire.StreamTypeControl && !control:
+				control = true
+				wg.Go(func() { readGoAway(str, res) })
+			default:
+				wg.Go(func() { io.Copy(io.Discard, str) }) // QPACK streams
+			}
 		}
 	})
 	t.Cleanup(func() {
@@ -45,15 +63,8 @@ func watchGoAway(t testing.TB, qc *quic.Conn) <-chan goAwayResult {
 	return res
 }
 
+// readGoAway reads a control stream until its first GOAWAY.
 func readGoAway(str *quic.ReceiveStream, res chan<- goAwayResult) {
-	typ, err := wire.ReadStreamType(str)
-	if err != nil {
-		return
-	}
-	if typ != wire.StreamTypeControl {
-		io.Copy(io.Discard, str) // QPACK streams
-		return
-	}
 	cr := wire.NewControlStreamReader(str, wire.RoleServer)
 	for {
 		f, err := cr.Next()
@@ -127,8 +138,95 @@ func TestShutdownGoAwayReachesConnSetUpDuringWalk(t *testing.T) {
 		}
 	}
 
-	// A's tunnel ends: the drain ends with it, well before the deadline,
-	// and every connection is closed.
+	endDrain(t, env.proxy, a, shutdown, drain)
+	select {
+	case <-b.qc.Context().Done():
+	case <-time.After(time.Second):
+		t.Fatal("B still open after Shutdown returned")
+	}
+}
+
+// Shutdown concurrent with a stream of connection setups, under the race
+// detector in `make test`: every connection the proxy set up gets a GOAWAY
+// while the drain lasts, and every other one was refused at entry (closed
+// before the proxy opened its control stream). Bounded: at most 200
+// connections, dials of 500 ms at most, a 3 s drain; a dialer stops at its
+// first failed dial, soon after the listener closed, so about 20 connections
+// are dialled in all.
+func TestShutdownRacingConnSetupsAllGetGoAway(t *testing.T) {
+	const (
+		dialers   = 8
+		perDialer = 25
+		drain     = 3 * time.Second
+	)
+	// An explicit transport, as the daemon's: closing it at the end ends
+	// the closed connections' lingering state (3 PTOs each) at once.
+	p, addr := startProxyTransport(t, proxy.Config{})
+	env := &proxyEnv{t: t, proxy: p, addr: addr}
+	es, err := echo.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { es.Close() })
+	a := env.rawTunnelDial(t) // its tunnel holds the drain open
+	str := a.open(t)
+	require.Equal(t, 200, a.connect(t, str, es.Addr().String()).StatusCode)
+
+	var (
+		mu      sync.Mutex
+		watches []<-chan goAwayResult
+		dialing sync.WaitGroup
+	)
+	for range dialers {
+		dialing.Go(func() {
+			for range perDialer {
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				qc, err := quic.DialAddr(ctx, env.addr, clientTLS(t), &quic.Config{EnableDatagrams: true, MaxIdleTimeout: 5 * time.Second})
+				cancel()
+				if err != nil {
+					return // the listener has closed (or the dial was slow)
+				}
+				w := watchGoAway(t, qc)
+				mu.Lock()
+				watches = append(watches, w)
+				mu.Unlock()
+			}
+		})
+	}
+	waitFor(t, "two connections per dialer", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(watches) >= 2*dialers
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- env.proxy.Shutdown(ctx) }()
+	dialing.Wait()
+
+	var goAways, refused int
+	for i, w := range watches {
+		select {
+		case r := <-w:
+			if errors.Is(r.err, errNoControlStream) {
+				refused++
+				continue
+			}
+			require.NoError(t, r.err, "connection %d: control stream ended without a GOAWAY", i)
+			goAways++
+		case err := <-shutdown:
+			t.Fatalf("Shutdown ended the drain (%v) and connection %d was left without a GOAWAY", err, i)
+		}
+	}
+	t.Logf("%d connections: %d got a GOAWAY, %d refused at entry", len(watches), goAways, refused)
+	require.NotZero(t, goAways)
+
+	endDrain(t, env.proxy, a, shutdown, drain)
+}
+
+// endDrain closes a, whose tunnel is the last one, and checks that the
+// drain ends with it, well before its deadline, with every connection
+// closed.
+func endDrain(t *testing.T, p *proxy.Proxy, a *rawTunnelConn, shutdown <-chan error, drain time.Duration) {
+	t.Helper()
 	a.qc.CloseWithError(0x100, "")
 	select {
 	case err := <-shutdown:
@@ -136,10 +234,5 @@ func TestShutdownGoAwayReachesConnSetUpDuringWalk(t *testing.T) {
 	case <-time.After(drain):
 		t.Fatal("Shutdown still draining after the last tunnel ended")
 	}
-	require.Zero(t, env.proxy.Stats().Conns)
-	select {
-	case <-b.qc.Context().Done():
-	case <-time.After(time.Second):
-		t.Fatal("B still open after Shutdown returned")
-	}
+	require.Zero(t, p.Stats().Conns)
 }
