@@ -45,6 +45,18 @@ type proxyConn struct {
 
 type connKey struct{}
 
+// shutdownHooks let a test force the interleaving of ServeConn and Shutdown
+// that the h3 handle's Dekker pair exists for (export_test.go sets them
+// before Serve); both are nil outside tests.
+type shutdownHooks struct {
+	// beforePublish runs in ServeConn once the connection is in p.conns
+	// (so Shutdown's walk finds it) and before its h3 handle is published.
+	beforePublish func()
+	// goAwaysSent runs in Shutdown once every connection it listed has
+	// been told goAway.
+	goAwaysSent func()
+}
+
 // ServeConn serves one accepted QUIC connection until it closes. Its
 // quic.Config must enable datagrams (see QUICConfig). It is how an embedder
 // that runs its own quic.Listener hands connections to masqroute.
@@ -80,6 +92,9 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		Logger:        p.log,
 	})
 	if err == nil {
+		if h := p.hooks.beforePublish; h != nil {
+			h()
+		}
 		c.h3 = hc
 		c.h3ready.Store(hc) // then load draining: see goAway
 		if p.draining.Load() {

@@ -74,6 +74,37 @@ func TestStalledRequestHeadsAreReset(t *testing.T) {
 	require.NoError(t, qc.Context().Err(), "the connection itself stays open")
 }
 
+// Unidirectional streams that never finish their type: quic-go's
+// MaxIncomingUniStreams (8, from QUICConfig) bounds how many a client can
+// open, and each holds a goroutine only until the header deadline, while
+// the connection stays open. (The stream's credit is not released: quic-go
+// grants it back only once the stream has completed, and the proxy leaves
+// a stalled one open, so the client keeps the eight places it spent.)
+func TestStalledUniStreamTypesAreBounded(t *testing.T) {
+	const (
+		timeout = 300 * time.Millisecond
+		limit   = 8 // maxIncomingUniStreams
+	)
+	// The idle timeout (10 s, rawQUIC's) is well past the wait below: the
+	// goroutines must end at the header deadline, not with the connection.
+	env := startProxyQUIC(t, proxy.Config{HeaderTimeout: timeout}, &quic.Config{MaxIdleTimeout: 30 * time.Second})
+	qc := rawQUIC(t, env)
+	time.Sleep(50 * time.Millisecond) // the connection's own goroutines
+	baseG := runtime.NumGoroutine()
+
+	for range limit {
+		str, err := qc.OpenUniStream()
+		require.NoError(t, err)
+		_, err = str.Write([]byte{0x40}) // the first byte of a two-byte stream type, and nothing more
+		require.NoError(t, err)
+	}
+	_, err := qc.OpenUniStream()
+	require.ErrorAs(t, err, new(*quic.StreamLimitReachedError), "a ninth stream")
+	waitGoroutines(t, 5*time.Second, "the streams were served", func(g int) bool { return g >= baseG+limit })
+	waitGoroutines(t, timeout+3*time.Second, "back to baseline", func(g int) bool { return g <= baseG+2 })
+	require.NoError(t, qc.Context().Err(), "the connection itself stays open")
+}
+
 // Complete tunnel requests from a client that never sends SETTINGS count
 // against the tunnel limit at once (so tunnels_active shows them, and one
 // past the limit is refused without waiting), and are refused when the

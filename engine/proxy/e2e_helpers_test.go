@@ -66,6 +66,13 @@ func startProxy(t testing.TB, cfg proxy.Config) *proxyEnv {
 // startProxyQUIC is startProxy with the listener's QUIC configuration.
 func startProxyQUIC(t testing.TB, cfg proxy.Config, qconf *quic.Config) *proxyEnv {
 	t.Helper()
+	return startProxySetup(t, cfg, qconf, nil)
+}
+
+// startProxySetup is startProxyQUIC that calls setup, if not nil, on the
+// proxy before it serves.
+func startProxySetup(t testing.TB, cfg proxy.Config, qconf *quic.Config, setup func(*proxy.Proxy)) *proxyEnv {
+	t.Helper()
 	if cfg.Policy == nil {
 		cfg.Policy = loopbackPolicy(t)
 	}
@@ -74,6 +81,9 @@ func startProxyQUIC(t testing.TB, cfg proxy.Config, qconf *quic.Config) *proxyEn
 	}
 	p, err := proxy.New(cfg)
 	require.NoError(t, err)
+	if setup != nil {
+		setup(p)
+	}
 	tlsConf := p.TLSConfig(loopbackCert(t).ServerTLS())
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, p.QUICConfig(qconf))

@@ -199,6 +199,7 @@ type Proxy struct {
 
 	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
 	draining atomic.Bool
+	hooks    shutdownHooks           // nil outside tests (conn.go)
 	ip       *ipNet                  // nil unless CONNECT-IP is enabled
 	addrs    *addrLimiter            // per client address (addrlimit.go); nil: no limits
 	byProto  map[string]*protoCounts // fixed by New
@@ -454,6 +455,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Unlock()
 	for _, c := range conns {
 		c.goAway()
+	}
+	if h := p.hooks.goAwaysSent; h != nil {
+		h()
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
