@@ -87,9 +87,9 @@ func (p *Proxy) ServeTCP(ln net.Listener, tlsConf *tls.Config, opts TCPOptions) 
 		return http.ErrServerClosed
 	}
 	if p.tcpListeners == nil {
-		p.tcpListeners = make(map[net.Listener]struct{})
+		p.tcpListeners = make(map[net.Listener]*tcpServer)
 	}
-	p.tcpListeners[ln] = struct{}{}
+	p.tcpListeners[ln] = s
 	p.mu.Unlock()
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		p.addListenAddr(&net.UDPAddr{IP: a.IP, Port: a.Port, Zone: a.Zone}) // its own address is no target either
@@ -270,8 +270,10 @@ func (t *tcpCarrier) peerDatagrams(context.Context) (bool, bool) { return false,
 
 func (t *tcpCarrier) closeNow() { t.nc.Close() }
 
-// goAway: new requests are refused (503) while the proxy drains; tunnels
-// go on until they end or Close.
+// goAway: nothing per connection. Proxy.Shutdown drains the TCP carriers
+// through net/http's Server.Shutdown (GOAWAY on HTTP/2, idle HTTP/1.1
+// connections closed), and requests that still come are refused (503)
+// while the proxy drains; tunnels go on until they end or Close.
 func (t *tcpCarrier) goAway() {}
 
 // SendDatagram is the router's Sender (Session.SendDatagram): frame starts
