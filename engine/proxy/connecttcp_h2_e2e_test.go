@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -158,4 +159,27 @@ func TestH2InteropXNetConnectTCP(t *testing.T) {
 	require.Equal(t, uint64(len("THROUGH HTTP2")), st.ToClientBytes)
 	require.Equal(t, uint64(1), st.ClientFIN)
 	require.Equal(t, uint64(1), st.TargetFIN)
+}
+
+// TestConnectTCPDeadlineH2: over HTTP/2 a read deadline that passes ends
+// the tunnel: the blocked Read fails with os.ErrDeadlineExceeded, and the
+// proxy sees the reset and closes the target's connection.
+func TestConnectTCPDeadlineH2(t *testing.T) {
+	env := startProxy(t, proxy.Config{ConnectTCP: true})
+	targetDone := make(chan struct{})
+	target := tcpServer(t, func(tc *net.TCPConn) {
+		defer close(targetDone)
+		io.Copy(io.Discard, tc) // silent, until the proxy closes it
+	})
+	tc := dialTCP(t, env.dialOver(t, client.CarrierH2), target)
+	start := time.Now()
+	require.NoError(t, tc.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err := tc.Read(make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	require.Less(t, time.Since(start), 3*time.Second)
+	select {
+	case <-targetDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target's connection stayed open after the tunnel ended")
+	}
 }
