@@ -68,7 +68,7 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 		"(an IP address behind the proxy) with ICMP echo")
 	fs.StringVar(&c.ipPath, "ip-path", "/.well-known/masque/ip/", "with -ip: the request `path`, a template without variables")
 	fs.StringVar(&c.tcp, "tcp", "", "CONNECT (TCP) instead: connect stdin and stdout to this `host:port` through the proxy, like nc\n"+
-		"(the proxy needs -connect-tcp; stdin's end half-closes the connection)")
+		"(the proxy needs -connect-tcp; stdin's end half-closes the connection; -carrier h3, h2 or auto)")
 	fs.StringVar(&c.carrier, "carrier", client.CarrierH3, "what to reach the proxy over: h3 (HTTP/3, QUIC), h2 (HTTP/2 on TCP), h1 (HTTP/1.1\n"+
 		"Upgrade on TCP) or auto (h3, falling back to h2 when QUIC does not connect within 300ms)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelWarn, "log `level` on stderr: debug, info, warn or error")
@@ -91,6 +91,8 @@ func parseClientFlags(args []string, stderr io.Writer) (*clientConfig, error) {
 		bad = "-carrier must be h3, h2, h1 or auto"
 	case c.ip && c.carrier != client.CarrierH3:
 		bad = "-ip runs on HTTP/3 only (connect-ip-go's client): drop -carrier"
+	case c.tcp != "" && c.carrier == client.CarrierH1:
+		bad = "-tcp runs on h3, h2 or auto (HTTP/1.1 has no CONNECT here)"
 	}
 	if bad != "" {
 		return nil, badUsage(fs.Name(), "%s", bad)

@@ -17,13 +17,14 @@ var clientStdin io.Reader = os.Stdin
 
 // runClientTCP is `masqroute client -tcp HOST:PORT`: one CONNECT (TCP)
 // tunnel with stdin copied to the target and the target's bytes to
-// stdout, as nc does. The end of stdin half-closes the tunnel (the target
-// sees EOF); the command ends when the target has closed its side, or on
-// Ctrl-C.
+// stdout, as nc does, over -carrier's HTTP/3 or HTTP/2. The end of stdin
+// half-closes the tunnel (the target sees EOF); the command ends when the
+// target has closed its side, or on Ctrl-C.
 func runClientTCP(ctx context.Context, cfg *clientConfig, tlsConf *tls.Config, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
 	dctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Header: cfg.header, Logger: log})
+	conn, err := client.Dial(dctx, cfg.proxy, &client.Config{TLSConfig: tlsConf, Header: cfg.header, Logger: log,
+		Carrier: cfg.carrier})
 	if err != nil {
 		return fmt.Errorf("connect to proxy: %w", err)
 	}

@@ -32,7 +32,11 @@ func (d *daemon) printBanner(w io.Writer) {
 	}
 	p("  proxy     %s  (QUIC, HTTP/3, %s)", d.ln.Addr(), protocols)
 	if d.tcp != nil {
-		p("            %s  (TCP, %s: CONNECT-UDP, CONNECT-IP)", d.tcp.ln.Addr(), strings.Join(d.tcpCarrierNames(), ", "))
+		tcpProtocols := "CONNECT-UDP, CONNECT-IP"
+		if d.cfg.connectTCP && d.cfg.h2 {
+			tcpProtocols += "; CONNECT (TCP) over HTTP/2"
+		}
+		p("            %s  (TCP, %s: %s)", d.tcp.ln.Addr(), strings.Join(d.tcpCarrierNames(), ", "), tcpProtocols)
 	}
 	p("  template  %s", d.cfg.template)
 	switch {
@@ -57,9 +61,13 @@ func (d *daemon) printBanner(w io.Writer) {
 		p("Ping through a CONNECT-IP tunnel, with connect-ip-go's client:")
 		p("  %s", d.ipClientCommand(proxyAddr))
 	}
-	if cmd := d.tcpClientCommand(proxyAddr); cmd != "" {
+	if cmd := d.tcpClientCommand(proxyAddr, ""); cmd != "" {
 		p("A TCP connection through the proxy (CONNECT), to its own metrics:")
 		p("  %s", cmd)
+		if d.tcp != nil && d.cfg.h2 {
+			p("The same over TCP, HTTP/2:")
+			p("  %s", d.tcpClientCommand(proxyAddr, "h2"))
+		}
 	}
 	p("")
 	p("Look inside:")
@@ -116,8 +124,9 @@ func (d *daemon) ipClientCommand(proxyAddr string) string {
 }
 
 // tcpClientCommand is a command line that fetches the metrics page through
-// a CONNECT (TCP) tunnel; "" when metrics are off.
-func (d *daemon) tcpClientCommand(proxyAddr string) string {
+// a CONNECT (TCP) tunnel, over carrier ("": the client's default, HTTP/3);
+// "" when metrics are off.
+func (d *daemon) tcpClientCommand(proxyAddr, carrier string) string {
 	u, err := url.Parse(d.obs.metricsURL())
 	if err != nil || u.Host == "" {
 		return ""
@@ -127,6 +136,9 @@ func (d *daemon) tcpClientCommand(proxyAddr string) string {
 		args = append(args, "-ca", shellQuote(d.caFile))
 	} else {
 		args = append(args, "-insecure")
+	}
+	if carrier != "" {
+		args = append(args, "-carrier", carrier)
 	}
 	args = append(args, "-tcp", u.Host, "| grep -c '^masqroute_'")
 	return strings.Join(args, " ")

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,18 +203,34 @@ func (t *tcpTransport) roundTrip(ctx context.Context, req *http.Request) (stream
 	if t.carrier == CarrierH1 {
 		return t.upgrade(ctx, &u, proto, req.Header)
 	}
+	r := &http.Request{Method: http.MethodConnect, URL: &u, Host: u.Host, Header: req.Header.Clone()}
+	r.Header.Set(":protocol", proto)
+	return t.h2RoundTrip(ctx, r)
+}
+
+// connect sends a classic CONNECT (RFC 9113 §8.5) for a TCP tunnel, over
+// HTTP/2 only.
+func (t *tcpTransport) connect(ctx context.Context, req *http.Request) (byteStream, uint64, error) {
+	if t.carrier != CarrierH2 {
+		return nil, 0, fmt.Errorf("masqroute client: CONNECT for TCP needs HTTP/3 or HTTP/2, not %s", t.carrier)
+	}
+	s, _, err := t.h2RoundTrip(ctx, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &h2ByteStream{h2Stream: s.(*h2Stream)}, t.nextID.Add(4) - 4, nil
+}
+
+// h2RoundTrip sends r on the HTTP/2 connection, with a pipe as its body,
+// and returns the stream once the proxy accepted it, or a *ProxyError.
+func (t *tcpTransport) h2RoundTrip(ctx context.Context, r *http.Request) (stream, *http.Response, error) {
 	// The stream lives as long as the tunnel: its context is the
 	// connection's, and ctx only bounds the wait for the response.
 	sctx, cancel := context.WithCancel(t.ctx)
 	stop := context.AfterFunc(ctx, cancel)
 	pr, pw := io.Pipe()
-	r, err := http.NewRequestWithContext(sctx, http.MethodConnect, u.String(), pr)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	r.Header = req.Header.Clone()
-	r.Header.Set(":protocol", proto)
+	r = r.WithContext(sctx)
+	r.Body = pr
 	resp, err := t.h2.RoundTrip(r)
 	stopped := stop()
 	if err != nil || !stopped {
@@ -326,3 +343,71 @@ func (s *h1Stream) Close() error                     { s.t.forget(s.nc); return 
 func (s *h1Stream) CancelRead(quic.StreamErrorCode)  { s.t.forget(s.nc) }
 func (s *h1Stream) CancelWrite(quic.StreamErrorCode) { s.t.forget(s.nc) }
 func (s *h1Stream) LocalAddr() net.Addr              { return s.nc.LocalAddr() }
+
+// An h2ByteStream is a CONNECT (TCP) tunnel's HTTP/2 stream. Deadlines
+// end it: an HTTP/2 body has no deadline of its own, so when one passes the
+// stream is reset and Read and Write fail with os.ErrDeadlineExceeded.
+type h2ByteStream struct {
+	*h2Stream
+	expired atomic.Bool
+
+	mu             sync.Mutex // guards the timers
+	rTimer, wTimer *time.Timer
+}
+
+func (s *h2ByteStream) Read(b []byte) (int, error) {
+	n, err := s.h2Stream.Read(b)
+	if err != nil && s.expired.Load() {
+		err = os.ErrDeadlineExceeded
+	}
+	return n, err
+}
+
+func (s *h2ByteStream) Write(b []byte) (int, error) {
+	n, err := s.h2Stream.Write(b)
+	if err != nil && s.expired.Load() {
+		err = os.ErrDeadlineExceeded
+	}
+	return n, err
+}
+
+// CloseWrite ends the request body (END_STREAM).
+func (s *h2ByteStream) CloseWrite() error { return s.pw.Close() }
+
+// Close resets the stream unless both sides have ended.
+func (s *h2ByteStream) Close() error {
+	s.mu.Lock()
+	for _, tm := range []*time.Timer{s.rTimer, s.wTimer} {
+		if tm != nil {
+			tm.Stop()
+		}
+	}
+	s.mu.Unlock()
+	s.CancelWrite(0)
+	s.CancelRead(0)
+	return nil
+}
+
+func (s *h2ByteStream) SetReadDeadline(d time.Time) error  { return s.setDeadline(&s.rTimer, d) }
+func (s *h2ByteStream) SetWriteDeadline(d time.Time) error { return s.setDeadline(&s.wTimer, d) }
+
+func (s *h2ByteStream) setDeadline(tm **time.Timer, d time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if *tm != nil {
+		(*tm).Stop()
+		*tm = nil
+	}
+	if d.IsZero() {
+		return nil
+	}
+	*tm = time.AfterFunc(time.Until(d), s.expire)
+	return nil
+}
+
+// expire ends the stream when a deadline has passed.
+func (s *h2ByteStream) expire() {
+	s.expired.Store(true) // before the reset: the Read or Write it fails must see it
+	s.CancelWrite(0)
+	s.CancelRead(0)
+}

@@ -13,8 +13,10 @@ import (
 )
 
 // Per client address: new connections per second and concurrent
-// connections, enforced before the handshake completes, through the hooks
-// of a quic.Transport (ConfigureTransport):
+// connections, enforced before the handshake completes. TCP carrier
+// connections (tcpserve.go) are admitted at Accept and count in the same
+// table; QUIC ones through the hooks of a quic.Transport
+// (ConfigureTransport):
 //
 //   - ConnContext runs when quic-go accepts a connection attempt, before
 //     the handshake: it refuses an address over either limit, or counts the
@@ -90,11 +92,16 @@ func newAddrLimiter(maxConns int, rate float64) *addrLimiter {
 // addrKey is the table key of a client address: the IPv4 address, or the
 // IPv6 /64.
 func addrKey(a net.Addr) (netip.Prefix, bool) {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
+	var raw net.IP
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		raw = a.IP
+	case *net.TCPAddr: // the TCP carriers' connections (tcpserve.go)
+		raw = a.IP
+	default:
 		return netip.Prefix{}, false
 	}
-	ip, ok := netip.AddrFromSlice(ua.IP)
+	ip, ok := netip.AddrFromSlice(raw)
 	if !ok {
 		return netip.Prefix{}, false
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 	"github.com/stretchr/testify/require"
 
+	"github.com/masqroute/masqroute/engine/client"
 	"github.com/masqroute/masqroute/engine/proxy"
 )
 
@@ -101,4 +102,34 @@ func TestAddrNewConnRate(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Stats().ConnsAccepted >= 2 }, 5*time.Second, time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	require.EqualValues(t, 2, p.Stats().ConnsAccepted, "the refused one never reached the proxy")
+}
+
+// The TCP carriers' connections count under the same per-address limits:
+// a third HTTP/2 connection from 127.0.0.1 is closed at accept, and a
+// closed one makes room again.
+func TestAddrConcurrentLimitTCP(t *testing.T) {
+	env := startProxy(t, proxy.Config{MaxConnsPerAddr: 2, NewConnsPerAddr: 1000})
+	addr := env.startTCP(t)
+	dial := func() (*client.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return client.Dial(ctx, addr, &client.Config{TLSConfig: loopbackCert(t).ClientTLS(), Carrier: client.CarrierH2})
+	}
+	first, err := dial()
+	require.NoError(t, err)
+	second, err := dial()
+	require.NoError(t, err)
+	defer second.Close()
+	_, err = dial()
+	require.Error(t, err, "the third is closed at accept")
+	require.EqualValues(t, 1, env.proxy.Stats().AddrRefusedConcurrent)
+
+	first.Close()
+	require.Eventually(t, func() bool {
+		c, err := dial()
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 5*time.Second, 50*time.Millisecond, "room again once one closed")
 }

@@ -40,6 +40,10 @@ type carrier interface {
 	protocol(r *http.Request) (method, proto string)
 	// requestStream returns the tunnel stream of r, which w answers.
 	requestStream(w http.ResponseWriter, r *http.Request) (tunnelStream, bool)
+	// connectStream returns the byte stream of a classic CONNECT r
+	// (connecttcp.go), which w answers, or false when the carrier has
+	// none for it.
+	connectStream(w http.ResponseWriter, r *http.Request) (byteStream, bool)
 	// peerDatagrams reports whether replies may go as HTTP/3 datagrams;
 	// ok is false when the carrier could not learn it in time (the
 	// client's SETTINGS did not come within HeaderTimeout or ctx).
@@ -85,6 +89,14 @@ func (c *h3Carrier) protocol(r *http.Request) (string, string) { return r.Method
 
 func (c *h3Carrier) requestStream(_ http.ResponseWriter, r *http.Request) (tunnelStream, bool) {
 	return h3.RequestStream(r)
+}
+
+func (c *h3Carrier) connectStream(w http.ResponseWriter, r *http.Request) (byteStream, bool) {
+	str, ok := h3.RequestStream(r)
+	if !ok {
+		return nil, false
+	}
+	return &h3TCPStream{body: r.Body, w: w, str: str}, true
 }
 
 func (c *h3Carrier) peerDatagrams(ctx context.Context) (bool, bool) {

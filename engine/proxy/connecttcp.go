@@ -14,9 +14,12 @@ import (
 	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
-// CONNECT for TCP (RFC 9114 §4.4): a request with method CONNECT, no
-// :protocol, and the target in :authority. The request body is the
-// client's byte stream, the response body the target's. Per tunnel:
+// CONNECT for TCP (RFC 9114 §4.4 over HTTP/3, RFC 9113 §8.5 over HTTP/2):
+// a request with method CONNECT, no :protocol, and the target in
+// :authority. The request body is the client's byte stream, the response
+// body the target's. The carrier supplies the stream (carrier.connectStream:
+// h3TCPStream, h2TCPStream); from there on the code is the same. Per
+// tunnel:
 //
 //	client → target (the request's goroutine): body Read → TCP Write;
 //	    the client's FIN → CloseWrite on the TCP connection
@@ -31,13 +34,15 @@ import (
 //
 // An error in either direction (a reset from the client, a TCP RST or a
 // failed write) aborts both: the TCP connection is closed and the stream
-// reset with H3_CONNECT_ERROR, as §4.4 asks for a TCP error.
+// reset (H3_CONNECT_ERROR over HTTP/3, as §4.4 asks for a TCP error; over
+// HTTP/2 net/http resets with INTERNAL_ERROR, the only code it offers).
 //
 // TCP tunnels are not sessions of the connection's router (they carry no
 // HTTP Datagrams); they take the same places under MaxTunnelsPerConn and
 // MaxTunnels, the same auth and the same target policy. They have no idle
 // timeout of their own (a TCP connection may rightly sit idle for hours);
-// the QUIC connection's idle timeout bounds dead clients.
+// the QUIC connection's idle timeout bounds dead clients (over HTTP/2,
+// TCP keepalives on the client's connection).
 
 // tcpCopyBuffer is the buffer of one direction of one tunnel.
 const tcpCopyBuffer = 32 << 10
@@ -78,20 +83,34 @@ func (c *tcpCounters) snapshot() TCPStats {
 
 // isConnectTCP reports whether r is a classic CONNECT the proxy serves.
 func (p *Proxy) isConnectTCP(r *http.Request) bool {
-	return p.cfg.ConnectTCP && r.Method == http.MethodConnect && r.Proto == "HTTP/3.0"
+	return p.cfg.ConnectTCP && isClassicConnect(r)
+}
+
+// isClassicConnect reports whether r is a CONNECT without :protocol over
+// HTTP/3 or HTTP/2. HTTP/1.1's CONNECT is not served: its tunnels are the
+// upgrades of h1carrier.go.
+func isClassicConnect(r *http.Request) bool {
+	if r.Method != http.MethodConnect {
+		return false
+	}
+	switch r.ProtoMajor {
+	case 3:
+		return r.Proto == "HTTP/3.0" // an extended CONNECT has its :protocol there
+	case 2:
+		return r.Header.Get(":protocol") == ""
+	}
+	return false
 }
 
 // serveConnectTCP serves one CONNECT request: auth, limits, policy, dial,
 // 200, then the two copy loops until both directions have ended.
 func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
-	c, tc, ok := p.openTCP(w, r)
+	c, st, tc, ok := p.openTCP(w, r)
 	if !ok {
 		p.refused(w, r) // observe.go
 		return
 	}
 	defer p.releaseTunnel(c)
-	str, _ := h3.RequestStream(r) // openTCP checked it
-	st := &h3TCPStream{body: r.Body, w: w, str: str}
 	p.tcp.opened.Add(1)
 	p.tcp.live.Add(1)
 	defer p.tcp.live.Add(-1)
@@ -102,41 +121,41 @@ func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
 // answers the refusal.
 //
 //go:noinline
-func (p *Proxy) openTCP(w http.ResponseWriter, r *http.Request) (c *proxyConn, tc *net.TCPConn, ok bool) {
+func (p *Proxy) openTCP(w http.ResponseWriter, r *http.Request) (c *proxyConn, st byteStream, tc *net.TCPConn, ok bool) {
 	if c, ok = p.requestConn(w, r); !ok {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	target, err := connectTarget(r.Host)
 	if err != nil {
 		p.refuse(w, &StatusError{Status: http.StatusBadRequest, ProxyError: proxyErrHTTPRequestError,
 			Details: err.Error(), Err: err}, &p.counters.rejected)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if !p.authorizeOpen(w, r) {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	if _, ok := h3.RequestStream(r); !ok {
+	if st, ok = c.carrier.connectStream(w, r); !ok {
 		p.refuse(w, &StatusError{Status: http.StatusInternalServerError, ProxyError: proxyErrConfigurationError,
 			Details: "no request stream"}, &p.counters.rejected)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if !p.admitRequest(w, c) {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	tc, err = p.dialTCP(r.Context(), target)
 	if err != nil {
 		p.releaseTunnel(c)
 		p.refuse(w, asStatusError(err), &p.counters.rejected)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	p.counters.tunnelsOpened.Add(1)
 	w.WriteHeader(http.StatusOK)
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		tc.Close()
 		p.releaseTunnel(c)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	return c, tc, true
+	return c, st, tc, true
 }
 
 // connectTarget parses a CONNECT request's authority: host:port, the port
@@ -167,10 +186,12 @@ func (p *Proxy) dialTCP(ctx context.Context, t template.Target) (*net.TCPConn, e
 }
 
 // A byteStream is the client's side of a TCP tunnel as the copy loops see
-// it, whatever carries it: HTTP/3 here, an HTTP/2 stream behind the same
-// four methods.
+// it, whatever carries it: an HTTP/3 request stream (h3TCPStream) or an
+// HTTP/2 one (h2TCPStream).
 type byteStream interface {
 	// Read reads the client's bytes; io.EOF is the client's FIN.
+	// errReadCut: the carrier stopped the client's side when CloseWrite
+	// ended the response (HTTP/2).
 	io.Reader
 	// Write sends bytes to the client and flushes them; it blocks while
 	// flow control holds them back.
@@ -229,6 +250,9 @@ func (p *Proxy) copyTCPToTarget(st byteStream, tc tcpTarget) error {
 		if errors.Is(err, io.EOF) {
 			p.tcp.clientFIN.Add(1)
 			return tc.CloseWrite()
+		}
+		if errors.Is(err, errReadCut) {
+			return nil // the tunnel is over; spliceTCP closes tc
 		}
 		if err != nil {
 			return err

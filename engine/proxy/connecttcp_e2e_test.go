@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -73,13 +74,27 @@ func newPattern() *patternStream {
 
 func (p *patternStream) fill(b []byte) { p.r.Read(b) }
 
-// copyThroughTunnel writes the pattern for d through an echo tunnel while
-// reading the echo back, then half-closes and reads to EOF. It returns the
-// bytes sent; every byte read is checked against the pattern.
-func copyThroughTunnel(t *testing.T, d time.Duration) uint64 {
+// tcpCarriers are the carriers CONNECT (TCP) runs on.
+var tcpCarriers = []string{client.CarrierH3, client.CarrierH2}
+
+// dialOver connects masqroute's client to env's proxy with carrier: over
+// QUIC, or over TCP on a listener of its own (startTCP).
+func (e *proxyEnv) dialOver(t testing.TB, carrier string) *client.Conn {
+	t.Helper()
+	if carrier == client.CarrierH3 {
+		return e.dial(t)
+	}
+	return dialCarrier(t, e.startTCP(t), carrier)
+}
+
+// copyThroughTunnel writes the pattern for d through an echo tunnel over
+// carrier while reading the echo back, then half-closes and reads to EOF.
+// It returns the bytes sent; every byte read is checked against the
+// pattern.
+func copyThroughTunnel(t *testing.T, d time.Duration, carrier string) uint64 {
 	env := startProxy(t, proxy.Config{ConnectTCP: true})
 	target := tcpServer(t, tcpEcho)
-	tc := dialTCP(t, env.dial(t), target)
+	tc := dialTCP(t, env.dialOver(t, carrier), target)
 
 	var sent atomic.Uint64
 	writeErr := make(chan error, 1)
@@ -128,22 +143,25 @@ func copyThroughTunnel(t *testing.T, d time.Duration) uint64 {
 	require.Equal(t, uint64(1), st.TargetFIN)
 	require.Zero(t, st.Aborted)
 	elapsed := d.Seconds()
-	t.Logf("%d MiB each way in %v: %.0f Mbit/s", got>>20, d, float64(got)*8/elapsed/1e6)
+	t.Logf("%s: %d MiB each way in %v: %.0f Mbit/s", carrier, got>>20, d, float64(got)*8/elapsed/1e6)
 	return got
 }
 
 // TestConnectTCPCopy pushes a byte stream through a CONNECT tunnel to a TCP
-// echo target as fast as it goes for 5 s (1 s with -short) and checks every
-// byte that comes back, the counters, and the FIN each way.
+// echo target as fast as it goes for 5 s (1 s with -short) over each
+// carrier, and checks every byte that comes back, the counters, and the FIN
+// each way.
 func TestConnectTCPCopy(t *testing.T) {
 	d := 5 * time.Second
 	if testing.Short() {
 		d = time.Second
 	}
-	require.NotZero(t, copyThroughTunnel(t, d))
+	for _, carrier := range tcpCarriers {
+		t.Run(carrier, func(t *testing.T) { require.NotZero(t, copyThroughTunnel(t, d, carrier)) })
+	}
 }
 
-// TestSoakTCP is TestConnectTCPCopy for 30 s; it runs under `make soak`
+// TestSoakTCP is TestConnectTCPCopy for 30 s per carrier; it runs under `make soak`
 // (that is, when -soak is given) only.
 func TestSoakTCP(t *testing.T) {
 	soakSet := false
@@ -151,7 +169,30 @@ func TestSoakTCP(t *testing.T) {
 	if !soakSet || testing.Short() {
 		t.Skip("runs under make soak")
 	}
-	require.NotZero(t, copyThroughTunnel(t, 30*time.Second))
+	for _, carrier := range tcpCarriers {
+		t.Run(carrier, func(t *testing.T) { require.NotZero(t, copyThroughTunnel(t, 30*time.Second, carrier)) })
+	}
+}
+
+// clientFINFirst: the client sends and half-closes; the target reads to
+// EOF, then answers and closes; the client reads the answer to EOF.
+func clientFINFirst(t *testing.T, c *client.Conn) {
+	target := tcpServer(t, func(tc *net.TCPConn) {
+		b, err := io.ReadAll(tc) // to the client's FIN
+		if err != nil {
+			return
+		}
+		tc.Write(append([]byte("got "), b...))
+		tc.CloseWrite()
+	})
+	tc := dialTCP(t, c, target)
+	_, err := tc.Write([]byte("hello"))
+	require.NoError(t, err)
+	require.NoError(t, tc.CloseWrite())
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(tc)
+	require.NoError(t, err)
+	require.Equal(t, "got hello", string(b))
 }
 
 // TestConnectTCPHalfClose checks both half-closes: the client's FIN
@@ -161,24 +202,7 @@ func TestConnectTCPHalfClose(t *testing.T) {
 	env := startProxy(t, proxy.Config{ConnectTCP: true})
 	c := env.dial(t)
 
-	t.Run("client first", func(t *testing.T) {
-		target := tcpServer(t, func(tc *net.TCPConn) {
-			b, err := io.ReadAll(tc) // to the client's FIN
-			if err != nil {
-				return
-			}
-			tc.Write(append([]byte("got "), b...))
-			tc.CloseWrite()
-		})
-		tc := dialTCP(t, c, target)
-		_, err := tc.Write([]byte("hello"))
-		require.NoError(t, err)
-		require.NoError(t, tc.CloseWrite())
-		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		b, err := io.ReadAll(tc)
-		require.NoError(t, err)
-		require.Equal(t, "got hello", string(b))
-	})
+	t.Run("client first", func(t *testing.T) { clientFINFirst(t, c) })
 
 	t.Run("target first", func(t *testing.T) {
 		got := make(chan string, 1)
@@ -211,33 +235,53 @@ func TestConnectTCPHalfClose(t *testing.T) {
 }
 
 // TestConnectTCPTargetReset: a TCP RST from the target resets the stream
-// (H3_CONNECT_ERROR), so the client sees an error, not a clean EOF.
+// (H3_CONNECT_ERROR over HTTP/3; INTERNAL_ERROR over HTTP/2, the only code
+// net/http offers), so the client sees an error, not a clean EOF.
 func TestConnectTCPTargetReset(t *testing.T) {
-	env := startProxy(t, proxy.Config{ConnectTCP: true})
-	target := tcpServer(t, func(tc *net.TCPConn) {
-		b := make([]byte, 1)
-		tc.Read(b)
-		tc.SetLinger(0) // Close sends RST
-	})
-	tc := dialTCP(t, env.dial(t), target)
-	_, err := tc.Write([]byte("x"))
-	require.NoError(t, err)
-	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err = io.ReadAll(tc)
-	require.Error(t, err)
-	require.NotErrorIs(t, err, io.EOF)
-	var se *quic.StreamError
-	require.ErrorAs(t, err, &se)
-	require.Equal(t, quic.StreamErrorCode(0x10f), se.ErrorCode) // H3_CONNECT_ERROR
-	require.Eventually(t, func() bool { return env.proxy.Stats().TCP.Aborted == 1 }, 5*time.Second, 10*time.Millisecond)
+	for _, carrier := range tcpCarriers {
+		t.Run(carrier, func(t *testing.T) {
+			env := startProxy(t, proxy.Config{ConnectTCP: true})
+			target := tcpServer(t, func(tc *net.TCPConn) {
+				b := make([]byte, 1)
+				tc.Read(b)
+				tc.SetLinger(0) // Close sends RST
+			})
+			tc := dialTCP(t, env.dialOver(t, carrier), target)
+			_, err := tc.Write([]byte("x"))
+			require.NoError(t, err)
+			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = io.ReadAll(tc)
+			require.Error(t, err)
+			require.NotErrorIs(t, err, io.EOF)
+			require.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+			if carrier == client.CarrierH3 {
+				var se *quic.StreamError
+				require.ErrorAs(t, err, &se)
+				require.Equal(t, quic.StreamErrorCode(0x10f), se.ErrorCode) // H3_CONNECT_ERROR
+			}
+			require.Eventually(t, func() bool { return env.proxy.Stats().TCP.Aborted == 1 }, 5*time.Second, 10*time.Millisecond)
+		})
+	}
 }
 
 // TestConnectTCPSlowReader: a client that reads nothing while the target
-// sends as fast as it can. The proxy must stop reading the target once QUIC
-// flow control stops it (the target's writes stall), and hold no more than
-// its copy buffer: what it sent the client stays within the client's flow
-// control window, and the heap does not grow with the target's output.
+// sends as fast as it can. The proxy must stop reading the target once flow
+// control stops it (the target's writes stall), and hold no more than its
+// copy buffer: what it sent the client stays within the client's stream
+// window, and the heap does not grow with the target's output.
 func TestConnectTCPSlowReader(t *testing.T) {
+	for _, tc := range []struct {
+		carrier string
+		window  uint64 // the client's largest stream receive window
+	}{
+		{client.CarrierH3, 6 << 20}, // quic-go's default MaxStreamReceiveWindow
+		{client.CarrierH2, 4 << 20}, // golang.org/x/net/http2's client stream window
+	} {
+		t.Run(tc.carrier, func(t *testing.T) { slowTCPReader(t, tc.carrier, tc.window) })
+	}
+}
+
+func slowTCPReader(t *testing.T, carrier string, window uint64) {
 	env := startProxy(t, proxy.Config{ConnectTCP: true})
 	var written atomic.Int64
 	stop := make(chan struct{})
@@ -258,10 +302,11 @@ func TestConnectTCPSlowReader(t *testing.T) {
 		}
 	})
 	defer close(stop)
+	c := env.dialOver(t, carrier)
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	tc := dialTCP(t, env.dial(t), target)
+	tc := dialTCP(t, c, target)
 	_, err := tc.Write([]byte("go")) // the tunnel is up; now read nothing
 	require.NoError(t, err)
 
@@ -281,11 +326,10 @@ func TestConnectTCPSlowReader(t *testing.T) {
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	st := env.proxy.Stats().TCP
-	t.Logf("target wrote %d KiB before stalling; proxy sent the client %d KiB; heap grew %d KiB",
-		last>>10, st.ToClientBytes>>10, (int64(after.HeapAlloc)-int64(before.HeapAlloc))>>10)
-	// quic-go's largest stream window is 6 MiB (its default
-	// MaxStreamReceiveWindow), plus one copy buffer.
-	require.LessOrEqual(t, st.ToClientBytes, uint64(6<<20+64<<10))
+	t.Logf("%s: target wrote %d KiB before stalling; proxy sent the client %d KiB; heap grew %d KiB",
+		carrier, last>>10, st.ToClientBytes>>10, (int64(after.HeapAlloc)-int64(before.HeapAlloc))>>10)
+	// The client's stream window, plus one copy buffer.
+	require.LessOrEqual(t, st.ToClientBytes, window+64<<10)
 	// Kernel buffers on loopback (tcp_rmem up to 32 MiB) take the rest of
 	// what the target wrote; the proxy's heap took none of it.
 	require.Less(t, int64(after.HeapAlloc)-int64(before.HeapAlloc), int64(24<<20))

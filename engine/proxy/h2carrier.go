@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,3 +68,63 @@ func (w *h2Writer) flush() error                { return w.FlushError() }
 // once when its write deadline is set in the past, and a write blocked on
 // flow control fails.
 func (w *h2Writer) unblock() { w.rc.SetWriteDeadline(time.Unix(1, 0)) }
+
+// An h2TCPStream is a byteStream over a classic CONNECT on HTTP/2 (RFC 9113
+// §8.5): the request body is the client's bytes, the response body the
+// target's, as DATA frames with no capsules.
+//
+// net/http's HTTP/2 server cannot end a response (END_STREAM) while its
+// handler still reads the request body: the response ends when the
+// handler returns, and if the client's side is still open the server then
+// resets it with NO_ERROR (RFC 9113 §8.1 allows it after a complete
+// response). So the target's FIN ends both directions here: CloseWrite
+// stops the client's side (errReadCut), the copy loops return, and the
+// handler's return sends END_STREAM. A client that has already sent its
+// own FIN sees a clean close both ways; one that wanted to go on sending
+// after the target's FIN cannot (HTTP/3 keeps that direction open).
+type h2TCPStream struct {
+	body io.ReadCloser
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	cut  atomic.Bool // CloseWrite has stopped the client's side
+}
+
+func newH2TCPStream(w http.ResponseWriter, r *http.Request) *h2TCPStream {
+	return &h2TCPStream{body: r.Body, w: w, rc: http.NewResponseController(w)}
+}
+
+// errReadCut: the client's side of a tunnel was stopped because the
+// response ended (h2TCPStream.CloseWrite).
+var errReadCut = errors.New("masqroute: the response ended, and with it the request body")
+
+func (s *h2TCPStream) Read(b []byte) (int, error) {
+	n, err := s.body.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) && s.cut.Load() {
+		err = errReadCut
+	}
+	return n, err
+}
+
+// Write writes b and flushes it; it blocks while HTTP/2 flow control holds
+// the bytes back.
+func (s *h2TCPStream) Write(b []byte) (int, error) {
+	n, err := s.w.Write(b)
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	return n, err
+}
+
+// CloseWrite stops reading the client's side, so that the handler returns
+// and net/http ends the response with END_STREAM (see the type's doc).
+func (s *h2TCPStream) CloseWrite() error {
+	s.cut.Store(true) // before Close: the Read it unblocks must see it
+	return s.body.Close()
+}
+
+// Abort resets the stream (a write deadline in the past: net/http sends
+// RST_STREAM, INTERNAL_ERROR) and unblocks a Read.
+func (s *h2TCPStream) Abort() {
+	s.rc.SetWriteDeadline(time.Unix(1, 0))
+	s.body.Close()
+}

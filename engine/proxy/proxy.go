@@ -211,7 +211,7 @@ type Proxy struct {
 	mu           sync.Mutex // guards the fields below
 	conns        map[*proxyConn]struct{}
 	listeners    map[*quic.Listener]struct{}
-	tcpListeners map[net.Listener]struct{} // ServeTCP's (tcpserve.go)
+	tcpListeners map[net.Listener]*tcpServer // ServeTCP's (tcpserve.go)
 	closed       bool
 	connsWG      sync.WaitGroup   // one per ServeConn
 	exec         *engine.Executor // runs every connection's tunnels; started by the first ServeConn, closed by Close
@@ -448,6 +448,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	p.closeTCPListenersLocked()
+	servers := make([]*tcpServer, 0, len(p.tcpListeners))
+	for _, s := range p.tcpListeners {
+		servers = append(servers, s)
+	}
 	conns := make([]*proxyConn, 0, len(p.conns))
 	for c := range p.conns {
 		conns = append(conns, c)
@@ -458,6 +462,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	if h := p.hooks.goAwaysSent; h != nil {
 		h()
+	}
+	// The TCP carriers drain through net/http: its Shutdown sends GOAWAY
+	// on every HTTP/2 connection and closes idle HTTP/1.1 ones (an
+	// upgraded one is its tunnel's); it returns once its connections are
+	// idle, or when stopServers is called.
+	sctx, stopServers := context.WithCancel(ctx)
+	var serversDone sync.WaitGroup
+	for _, s := range servers {
+		serversDone.Go(func() { s.srv.Shutdown(sctx) })
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -471,6 +484,8 @@ wait:
 		case <-tick.C:
 		}
 	}
+	stopServers()
+	serversDone.Wait()
 	return errors.Join(err, p.Close())
 }
 

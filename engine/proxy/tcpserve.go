@@ -87,9 +87,9 @@ func (p *Proxy) ServeTCP(ln net.Listener, tlsConf *tls.Config, opts TCPOptions) 
 		return http.ErrServerClosed
 	}
 	if p.tcpListeners == nil {
-		p.tcpListeners = make(map[net.Listener]struct{})
+		p.tcpListeners = make(map[net.Listener]*tcpServer)
 	}
-	p.tcpListeners[ln] = struct{}{}
+	p.tcpListeners[ln] = s
 	p.mu.Unlock()
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		p.addListenAddr(&net.UDPAddr{IP: a.IP, Port: a.Port, Zone: a.Zone}) // its own address is no target either
@@ -144,21 +144,30 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		release := func() {}
+		if p.addrs != nil {
+			if release, err = p.addrs.admit(nc.RemoteAddr()); err != nil {
+				nc.Close() // counted by the limiter, as for QUIC
+				continue
+			}
+		}
 		p.mu.Lock()
 		if p.closed || p.draining.Load() {
 			p.mu.Unlock()
+			release()
 			nc.Close()
 			continue
 		}
 		if p.cfg.MaxConns > 0 && len(p.conns) >= p.cfg.MaxConns {
 			p.mu.Unlock()
+			release()
 			p.counters.connsRejected.Add(1)
 			nc.Close()
 			continue
 		}
 		tc := &tcpConn{Conn: nc}
 		c := &proxyConn{p: p}
-		t := &tcpCarrier{c: c, nc: tc, s: l.s}
+		t := &tcpCarrier{c: c, nc: tc, s: l.s, releaseAddr: release}
 		c.carrier = t
 		tc.t = t
 		p.addConnLocked(c, t, tc.received.Load)
@@ -221,6 +230,10 @@ type tcpCarrier struct {
 	nextID  atomic.Uint64
 	streams sync.Map // uint64 stream ID → *tcpStream, for SendDatagram
 
+	// releaseAddr gives back the connection's place under the
+	// per-address limits (addrlimit.go).
+	releaseAddr func()
+
 	mu       sync.Mutex // guards closing and handlers.Add
 	closing  bool
 	handlers sync.WaitGroup
@@ -243,13 +256,24 @@ func (t *tcpCarrier) requestStream(_ http.ResponseWriter, r *http.Request) (tunn
 	return st, true
 }
 
+// connectStream: classic CONNECT is served over HTTP/2 only (HTTP/1.1
+// tunnels are upgrades).
+func (t *tcpCarrier) connectStream(w http.ResponseWriter, r *http.Request) (byteStream, bool) {
+	if r.ProtoMajor != 2 {
+		return nil, false
+	}
+	return newH2TCPStream(w, r), true
+}
+
 // peerDatagrams: TCP has no datagrams; replies go as DATAGRAM capsules.
 func (t *tcpCarrier) peerDatagrams(context.Context) (bool, bool) { return false, true }
 
 func (t *tcpCarrier) closeNow() { t.nc.Close() }
 
-// goAway: new requests are refused (503) while the proxy drains; tunnels
-// go on until they end or Close.
+// goAway: nothing per connection. Proxy.Shutdown drains the TCP carriers
+// through net/http's Server.Shutdown (GOAWAY on HTTP/2, idle HTTP/1.1
+// connections closed), and requests that still come are refused (503)
+// while the proxy drains; tunnels go on until they end or Close.
 func (t *tcpCarrier) goAway() {}
 
 // SendDatagram is the router's Sender (Session.SendDatagram): frame starts
@@ -290,6 +314,7 @@ func (t *tcpCarrier) end() {
 			defer t.c.p.connsWG.Done()
 			t.handlers.Wait()
 			t.nc.Close()
+			t.releaseAddr()
 			t.c.release()
 		}()
 	})
