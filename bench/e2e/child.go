@@ -62,6 +62,8 @@ type ChildConfig struct {
 	CPUProfile string `json:"cpu_profile,omitempty"`
 	// Transports is the server's ServerConfig.Transports.
 	Transports int `json:"transports,omitempty"`
+	// Affinity is the server's ServerConfig.Affinity.
+	Affinity bool `json:"affinity,omitempty"`
 }
 
 // IsChild reports whether this process was started as a proxy process.
@@ -100,7 +102,7 @@ func runChild(ctx context.Context, cfg ChildConfig, out io.Writer) error {
 			runtime.GOMAXPROCS(1)
 		}
 	}
-	env, err := StartServerWith(cfg.Impl, ServerConfig{Transports: cfg.Transports})
+	env, err := StartServerWith(cfg.Impl, ServerConfig{Transports: cfg.Transports, Affinity: cfg.Affinity})
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ var (
 	e2ePerf       = flag.Bool("e2e.perf", true, "BenchmarkE2E: count the proxy's syscalls with perf tracepoint counters where the kernel allows")
 	e2eCPUProfile = flag.String("e2e.cpuprofile", "", "BenchmarkE2E: `dir`ectory where each proxy process writes a CPU profile of its measured interval")
 	e2eTransports = flag.String("e2e.transports", "", "BenchmarkE2E: masqroute's steered QUIC sockets, comma-separated, a scenario each (masqroute only; bench/e2e/transports.go); empty: one socket, 4-byte IDs")
+	e2eAffinity   = flag.String("e2e.affinity", "off", "BenchmarkE2E: with -e2e.transports, off (tunnels round-robin over the workers) and/or on (each transport's on the worker of its index, proxy.WithWorker), comma-separated, a scenario each")
 	e2eChildEnv   = flag.String("e2e.childenv", "", "BenchmarkE2E: comma-separated KEY=VALUE `list` added to every proxy process's environment (e.g. GOGC=200,GOMEMLIMIT=1GiB)")
 )
 
@@ -135,7 +136,9 @@ func (c closingMain) Run() int {
 // many steered SO_REUSEPORT sockets (transports=T; e2e.ServerConfig),
 // reporting transport-T-share-% (each transport's share of the QUIC
 // packets received) and stray-pkts (packets on a transport that did not
-// know their connection ID).
+// know their connection ID). -e2e.affinity off,on runs each of those with
+// tunnels spread round-robin over the executor's workers and with each
+// transport's tunnels on the worker of its index (affinity=A).
 //
 // Under -short only a smoke variant runs: one tunnel, closed loop, 200 ms,
 // each proxy in its process all the same.
@@ -152,9 +155,10 @@ func BenchmarkE2E(b *testing.B) {
 }
 
 type scenario struct {
-	name       string // "tunnels=N/mode=M", then "/transports=T" with -e2e.transports
+	name       string // "tunnels=N/mode=M", then "/transports=T/affinity=A" with -e2e.transports
 	cfg        loadgen.Config
-	transports int // e2e.ServerConfig.Transports
+	transports int  // e2e.ServerConfig.Transports
+	affinity   bool // e2e.ServerConfig.Affinity
 }
 
 // harness is BenchmarkE2E's state across its sub-benchmarks.
@@ -215,7 +219,14 @@ func newHarness(b *testing.B) *harness {
 				t, err := strconv.Atoi(tr)
 				require.NoError(b, err, "-e2e.transports")
 				require.Positive(b, t, "-e2e.transports")
-				h.scenarios = append(h.scenarios, scenario{name: fmt.Sprintf("%s/transports=%d", name, t), cfg: cfg, transports: t})
+				for _, a := range list(*e2eAffinity) {
+					if a != "on" && a != "off" {
+						b.Fatalf("-e2e.affinity: %q is neither on nor off", a)
+					}
+					h.scenarios = append(h.scenarios, scenario{
+						name: fmt.Sprintf("%s/transports=%d/affinity=%s", name, t, a), cfg: cfg, transports: t, affinity: a == "on",
+					})
+				}
 			}
 		}
 	}
@@ -323,7 +334,7 @@ func (h *harness) measure(b *testing.B, sc scenario, impl e2e.Impl, round int) *
 	if h.pinned {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	}
-	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports}
+	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports, Affinity: sc.affinity}
 	if dir := *e2eCPUProfile; dir != "" {
 		require.NoError(b, os.MkdirAll(dir, 0o755))
 		pcfg.CPUProfile = filepath.Join(dir, fmt.Sprintf("%s-%s-%d.pprof", impl, strings.ReplaceAll(sc.name, "/", "-"), round))

@@ -167,7 +167,7 @@ func withRole(role string, f func()) {
 func (e *Env) startServer(c *devcert.Cert, cfg ServerConfig) (addr string, err error) {
 	switch e.Impl {
 	case Masqroute:
-		addr, err = e.startMasqroute(c, cfg.Transports)
+		addr, err = e.startMasqroute(c, cfg)
 	case Baseline:
 		var s *baseline.Server
 		if s, err = baseline.Listen("127.0.0.1:0", c.ServerTLS(), QUICConfig()); err == nil {
@@ -201,7 +201,7 @@ func LoopbackPolicy() *policy.Policy {
 	return p
 }
 
-func (e *Env) startMasqroute(c *devcert.Cert, transports int) (string, error) {
+func (e *Env) startMasqroute(c *devcert.Cert, cfg ServerConfig) (string, error) {
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
@@ -209,8 +209,8 @@ func (e *Env) startMasqroute(c *devcert.Cert, transports int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if transports > 0 {
-		return e.startMasqrouteTransports(c, p, transports)
+	if cfg.Transports > 0 {
+		return e.startMasqrouteTransports(c, p, cfg.Transports, cfg.Affinity)
 	}
 	tlsConf := c.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}

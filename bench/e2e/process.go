@@ -49,6 +49,8 @@ type ProcessConfig struct {
 	CountSyscalls bool
 	// Transports is the server's ServerConfig.Transports.
 	Transports int
+	// Affinity is the server's ServerConfig.Affinity.
+	Affinity bool
 }
 
 // A Process is a proxy running in a process of its own (see ChildMain),
@@ -162,7 +164,7 @@ func startProcess(impl Impl, cfg ProcessConfig) (_ *Process, err error) {
 			return nil, err
 		}
 	}
-	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports})
+	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports, Affinity: cfg.Affinity})
 	if err != nil {
 		return nil, err
 	}

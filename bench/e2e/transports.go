@@ -38,6 +38,10 @@ type ServerConfig struct {
 	// included; 0 is one socket with quic-go's default 4-byte IDs, as
 	// before. Other implementations ignore it.
 	Transports int
+	// Affinity, with Transports, places each transport's tunnels on the
+	// executor worker of its index (proxy.WithWorker), as the daemon
+	// does; otherwise they are spread round-robin over the workers.
+	Affinity bool
 }
 
 // transportStats is what a multi-transport server counts per transport.
@@ -89,8 +93,9 @@ func (c strayCounter) RecordEvent(ev qlogwriter.Event) {
 
 func (strayCounter) Close() error { return nil }
 
-// startMasqrouteTransports serves p on n steered transports on 127.0.0.1.
-func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (string, error) {
+// startMasqrouteTransports serves p on n steered transports on 127.0.0.1,
+// each transport's tunnels on the worker of its index with affinity.
+func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int, affinity bool) (string, error) {
 	id, err := quiclb.RandomServerID()
 	if err != nil {
 		return "", errors.Join(err, p.Close())
@@ -133,6 +138,11 @@ func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (
 			return "", errors.Join(err, closeAll())
 		}
 		tr := &quic.Transport{Conn: conn, ConnectionIDGenerator: gen, TokenGeneratorKey: &token, Tracer: strayCounter{&stats.stray[t]}}
+		if affinity {
+			tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+				return proxy.WithWorker(ctx, t), nil
+			}
+		}
 		p.ConfigureTransport(tr)
 		trs = append(trs, tr)
 		ln, err := tr.Listen(tlsConf, qconf)

@@ -3,10 +3,12 @@ package main
 // The daemon's QUIC sockets: -transports sockets on -listen with
 // SO_REUSEPORT, one quic.Transport each, all served by the one proxy; the
 // kernel steers each packet to its connection's transport by the transport
-// octet of the server's connection IDs (engine/quiclb). -server-id puts the
-// host's ID in every connection ID for a load balancer, -fleet-key-file
-// gives every host the same token and ticket keys and each its own reset
-// key, and -reuseport-group lets several instances share the address.
+// octet of the server's connection IDs (engine/quiclb), and the executor
+// runs the tunnels of transport i's connections on its worker i (mod
+// -workers). -server-id puts the host's ID in every connection ID for a
+// load balancer, -fleet-key-file gives every host the same token and ticket
+// keys and each its own reset key, and -reuseport-group lets several
+// instances share the address.
 
 import (
 	"context"
@@ -24,6 +26,7 @@ import (
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
 
+	"github.com/masqroute/masqroute/engine/proxy"
 	"github.com/masqroute/masqroute/engine/quiclb"
 )
 
@@ -143,7 +146,7 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		accepted := s.accepted.WithLabelValues(strconv.Itoa(i))
 		tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
 			accepted.Inc()
-			return ctx, nil
+			return proxy.WithWorker(ctx, i), nil // its tunnels on executor worker i mod -workers
 		}
 		d.proxy.ConfigureTransport(tr) // per-address limits first, then the count
 		s.trs = append(s.trs, tr)
