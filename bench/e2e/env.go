@@ -205,6 +205,10 @@ func (e *Env) startMasqroute(c *devcert.Cert, cfg ServerConfig) (string, error) 
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
+		// Every load connection comes from 127.0.0.1: the per-address
+		// limits would refuse -e2e.conns above their defaults.
+		MaxConnsPerAddr: -1,
+		NewConnsPerAddr: -1,
 	})
 	if err != nil {
 		return "", err

@@ -37,6 +37,7 @@ type scaleConfig struct {
 	configRotation int
 	fleetKeyFile   string
 	reuseportGroup string
+	allow0RTT      bool
 }
 
 func (s *scaleConfig) flags(fs *flag.FlagSet) {
@@ -49,6 +50,8 @@ func (s *scaleConfig) flags(fs *flag.FlagSet) {
 		"lines of 64 hex digits (docs/scaling.md); turns stateless resets on, with a key per -server-id")
 	fs.StringVar(&s.reuseportGroup, "reuseport-group", "", "share -listen with other instances on this host through this `file` (their socket order),\n"+
 		"each with its own -server-id; the kernel steers by server ID (docs/scaling.md)")
+	fs.BoolVar(&s.allow0RTT, "allow-0rtt", false, "accept 0-RTT from clients that resume a TLS session; their requests are served only once the\n"+
+		"handshake has completed, so a replayed 0-RTT flight opens no tunnel (docs/scaling.md)")
 }
 
 func (s *scaleConfig) check() error {
@@ -136,6 +139,11 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		Help: "Packets a transport dropped for a connection ID it does not know: misrouted, or for a connection that is gone (not counted when a stateless reset answers them).",
 	}, []string{"transport"})
 	qc := d.proxy.QUICConfig(qconf)
+	// 0-RTT: quic-go's Listener (not ListenEarly) hands a connection to
+	// the proxy only after the handshake completed, which a replayed
+	// 0-RTT flight cannot do; its early requests wait in their streams
+	// until then.
+	qc.Allow0RTT = sc.allow0RTT
 	for i, conn := range s.socks.Conns {
 		gen, err := quiclb.NewGenerator(quiclb.GeneratorConfig{ServerID: s.serverID, Transport: i, ConfigRotation: sc.configRotation})
 		if err != nil {
@@ -163,7 +171,7 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		go func() { s.served <- d.proxy.Serve(ln) }()
 	}
 	d.log.Info("QUIC transports", "transports", len(s.trs), "steered", s.socks.Steered, "server_id", s.serverID.String(),
-		"fleet_keys", d.cfg.scale.fleetKeyFile != "", "reuseport_group", d.cfg.scale.reuseportGroup)
+		"fleet_keys", sc.fleetKeyFile != "", "reuseport_group", sc.reuseportGroup, "allow_0rtt", sc.allow0RTT)
 	return nil
 }
 
