@@ -50,7 +50,8 @@ type Executor struct {
 }
 
 // worker is one worker goroutine's state. The ready list's head and the
-// parked flag are written by producers; the counters by the worker alone.
+// parked flag are written by producers, placed by the control planes that
+// place sessions; the counters after the pad by the worker alone.
 type worker struct {
 	q      readyQueue    // its head sits on its own line
 	parked atomic.Bool   // the worker is parked or about to; see routineWorker
