@@ -23,7 +23,8 @@ type DataPathStats struct {
 	WorkerTurns     uint64 // session turns run (one batch of up to engine.DefaultBatchSize each)
 	WorkerDatagrams uint64 // datagrams handed to session handlers on workers
 	// WorkerPlaced counts the tunnels placed on each worker, by worker
-	// index (round-robin, or the worker WithWorker chose).
+	// index (round-robin, or the worker WithWorker chose); zeros for the
+	// workers to come before the first connection.
 	WorkerPlaced []uint64
 	// QueueDelay: sampled time from Dispatch to the worker turn that hands
 	// a datagram to its tunnel (engine.QueueDelay; one in max(64, 2 ×
@@ -68,6 +69,12 @@ func (p *Proxy) dataPathStats(exec *engine.Executor) DataPathStats {
 		d.WorkerDatagrams = es.Datagrams
 		d.WorkerPlaced = es.Placed
 		d.QueueDelay = es.QueueDelay
+	} else {
+		n := p.cfg.Workers
+		if n <= 0 {
+			n = engine.DefaultWorkers()
+		}
+		d.WorkerPlaced = make([]uint64, n)
 	}
 	u, b := udpio.Stats(), &p.udpBase
 	d.TargetWriteSyscalls = u.WriteSyscalls - b.WriteSyscalls
