@@ -50,12 +50,14 @@ type Executor struct {
 }
 
 // worker is one worker goroutine's state. The ready list's head and the
-// parked flag are written by producers; the counters by the worker alone.
+// parked flag are written by producers, placed by the control planes that
+// place sessions; the counters after the pad by the worker alone.
 type worker struct {
 	q      readyQueue    // its head sits on its own line
 	parked atomic.Bool   // the worker is parked or about to; see routineWorker
 	wake   chan struct{} // capacity 1: the token that unparks the worker
 	labels workerLabels  // profiler labels (labels.go)
+	placed atomic.Uint64 // sessions placed on it, by any router's control plane
 	_      [cacheLinePad]byte
 
 	// Worker-owned counters; atomic only so that Stats can read them.
@@ -104,13 +106,18 @@ type ExecutorStats struct {
 	// QueueDelay: sampled time from Dispatch to the turn that hands a
 	// datagram to its Handler, over every worker (queuedelay.go).
 	QueueDelay QueueDelay
+
+	// Placed counts, by worker index, the sessions placed on each worker
+	// since the executor started: where Placement sent them.
+	Placed []uint64
 }
 
 // Stats returns a snapshot of the executor's counters.
 func (e *Executor) Stats() ExecutorStats {
-	st := ExecutorStats{Workers: len(e.workers)}
+	st := ExecutorStats{Workers: len(e.workers), Placed: make([]uint64, len(e.workers))}
 	for i := range e.workers {
 		w := &e.workers[i]
+		st.Placed[i] = w.placed.Load()
 		st.Wakeups += w.wakeups.Load()
 		st.Turns += w.turns.Load()
 		st.Datagrams += w.dgrams.Load()
@@ -119,9 +126,35 @@ func (e *Executor) Stats() ExecutorStats {
 	return st
 }
 
-// place picks the worker for a new session.
-func (e *Executor) place() *worker {
-	return &e.workers[int(e.next.Add(1)-1)%len(e.workers)]
+// A Placement says which worker of an Executor runs a router's sessions.
+// The zero value spreads them round-robin over every worker, shared with
+// every other router of the executor.
+type Placement struct {
+	worker int // the preferred worker's index + 1; 0: round-robin
+}
+
+// OnWorker places every session on worker i mod the executor's worker
+// count. A proxy with one quic.Transport per core uses it to keep a
+// connection's tunnels on the worker of its transport's index
+// (docs/scaling.md); i < 0 is round-robin.
+func OnWorker(i int) Placement {
+	if i < 0 {
+		return Placement{}
+	}
+	return Placement{worker: i + 1}
+}
+
+// place picks the worker for a new session. Control plane only; it never
+// runs per datagram.
+func (e *Executor) place(pl Placement) *worker {
+	var w *worker
+	if pl.worker > 0 {
+		w = &e.workers[(pl.worker-1)%len(e.workers)]
+	} else {
+		w = &e.workers[int(e.next.Add(1)-1)%len(e.workers)]
+	}
+	w.placed.Add(1)
+	return w
 }
 
 // schedule puts n on w's ready list and wakes w if it is parked. It is

@@ -243,3 +243,49 @@ func TestExecutorCloseIdle(t *testing.T) {
 	}
 	<-rec.closed
 }
+
+// TestExecutorPlacement: routers placed OnWorker(i) put every session on
+// worker i mod the worker count, whatever other routers do; a router
+// without a placement spreads its sessions round-robin over every worker.
+// The worker that runs a session's turns is the one it was placed on.
+func TestExecutorPlacement(t *testing.T) {
+	exec := NewExecutor(2)
+	defer exec.Close()
+	const each = 6
+	byWorker := [2][]*recorder{}
+	for _, i := range []int{0, 1, 2, 3} { // 2 and 3 wrap to workers 0 and 1
+		r := newTestRouter(t, Options{Executor: exec, Placement: OnWorker(i)})
+		defer r.Close()
+		for k := range each {
+			rec := newRecorder()
+			s, err := r.Register(uint64(4*k), rec)
+			require.NoError(t, err)
+			require.Same(t, &exec.workers[i%2], s.worker, "router on worker %d, session %d", i, k)
+			byWorker[i%2] = append(byWorker[i%2], rec)
+		}
+	}
+	require.Equal(t, []uint64{2 * each, 2 * each}, exec.Stats().Placed)
+
+	rr := newTestRouter(t, Options{Executor: exec})
+	defer rr.Close()
+	for k := range 2 * each {
+		_, err := rr.Register(uint64(4*k), newRecorder())
+		require.NoError(t, err)
+	}
+	require.Equal(t, []uint64{3 * each, 3 * each}, exec.Stats().Placed, "round-robin: half on each worker")
+
+	// Turns run on the placed worker: worker 1's turn counter moves with
+	// the datagrams of a session placed there, worker 0's does not.
+	turns0 := exec.workers[0].turns.Load()
+	r1 := newTestRouter(t, Options{Executor: exec, Placement: OnWorker(1)})
+	defer r1.Close()
+	rec := newRecorder()
+	_, err := r1.Register(0, rec)
+	require.NoError(t, err)
+	for k := range 10 {
+		require.Equal(t, Queued, r1.Dispatch(0, []byte{byte(k)}))
+		waitFor(t, "delivery", func() bool { return len(rec.datagrams()) == k+1 })
+	}
+	require.Equal(t, turns0, exec.workers[0].turns.Load(), "worker 0 ran a turn of a session placed on worker 1")
+	require.Equal(t, Placement{}, OnWorker(-1), "negative: round-robin")
+}

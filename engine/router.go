@@ -71,6 +71,9 @@ type Options struct {
 	// Workers is the worker count of the router's own executor; ignored
 	// when Executor is set. Default DefaultWorkers().
 	Workers int
+	// Placement picks the executor worker of each of the router's
+	// sessions. Default: round-robin over every worker.
+	Placement Placement
 }
 
 func (o Options) withDefaults() Options {

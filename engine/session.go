@@ -103,7 +103,7 @@ func newSession(r *Router, id uint64, protocol string, state State, limit int, p
 	}
 	s.ring.Init(r.opts.RingSize)
 	if !pull {
-		s.worker = r.executorOnControl().place()
+		s.worker = r.executorOnControl().place(r.opts.Placement)
 		s.labels = s.worker.labels.forKind(kindLabel(protocol))
 		s.node.s = s
 		s.ring.SetWaker((*sessionWaker)(s))

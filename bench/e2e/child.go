@@ -64,6 +64,8 @@ type ChildConfig struct {
 	Transports int `json:"transports,omitempty"`
 	// Carrier is the server's ServerConfig.Carrier.
 	Carrier string `json:"carrier,omitempty"`
+	// Affinity is the server's ServerConfig.Affinity.
+	Affinity bool `json:"affinity,omitempty"`
 }
 
 // IsChild reports whether this process was started as a proxy process.
@@ -102,7 +104,7 @@ func runChild(ctx context.Context, cfg ChildConfig, out io.Writer) error {
 			runtime.GOMAXPROCS(1)
 		}
 	}
-	env, err := StartServerWith(cfg.Impl, ServerConfig{Transports: cfg.Transports, Carrier: cfg.Carrier})
+	env, err := StartServerWith(cfg.Impl, ServerConfig{Transports: cfg.Transports, Carrier: cfg.Carrier, Affinity: cfg.Affinity})
 	if err != nil {
 		return err
 	}

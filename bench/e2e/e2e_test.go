@@ -36,6 +36,7 @@ var (
 	e2eCPUProfile = flag.String("e2e.cpuprofile", "", "BenchmarkE2E: `dir`ectory where each proxy process writes a CPU profile of its measured interval")
 	e2eTransports = flag.String("e2e.transports", "", "BenchmarkE2E: masqroute's steered QUIC sockets, comma-separated, a scenario each (masqroute only; bench/e2e/transports.go); empty: one socket, 4-byte IDs")
 	e2eCarriers   = flag.String("e2e.carriers", "", "BenchmarkE2E: masqroute's carriers besides HTTP/3 (h2, h1), comma-separated, a scenario each (masqroute only: the baseline speaks HTTP/3 alone)")
+	e2eAffinity   = flag.String("e2e.affinity", "off", "BenchmarkE2E: with -e2e.transports, off (tunnels round-robin over the workers) and/or on (each transport's on the worker of its index, proxy.WithWorker), comma-separated, a scenario each")
 	e2eChildEnv   = flag.String("e2e.childenv", "", "BenchmarkE2E: comma-separated KEY=VALUE `list` added to every proxy process's environment (e.g. GOGC=200,GOMEMLIMIT=1GiB)")
 )
 
@@ -140,6 +141,9 @@ func (c closingMain) Run() int {
 // also runs masqroute alone with its client on that carrier (carrier=C):
 // the same tunnels as DATAGRAM capsules on HTTP/2 streams (or one HTTP/1.1
 // connection per tunnel) over TCP, against HTTP/3 in the same run.
+// -e2e.affinity off,on runs each transports scenario with tunnels spread
+// round-robin over the executor's workers and with each transport's
+// tunnels on the worker of its index (affinity=A).
 //
 // Under -short only a smoke variant runs: one tunnel, closed loop, 200 ms,
 // each proxy in its process all the same.
@@ -156,9 +160,10 @@ func BenchmarkE2E(b *testing.B) {
 }
 
 type scenario struct {
-	name       string // "tunnels=N/mode=M", then "/transports=T" with -e2e.transports or "/carrier=C" with -e2e.carriers
+	name       string // "tunnels=N/mode=M", then "/transports=T/affinity=A" with -e2e.transports or "/carrier=C" with -e2e.carriers
 	cfg        loadgen.Config
 	transports int    // e2e.ServerConfig.Transports
+	affinity   bool   // e2e.ServerConfig.Affinity
 	carrier    string // e2e.ServerConfig.Carrier
 }
 
@@ -224,7 +229,14 @@ func newHarness(b *testing.B) *harness {
 				t, err := strconv.Atoi(tr)
 				require.NoError(b, err, "-e2e.transports")
 				require.Positive(b, t, "-e2e.transports")
-				h.scenarios = append(h.scenarios, scenario{name: fmt.Sprintf("%s/transports=%d", name, t), cfg: cfg, transports: t})
+				for _, a := range list(*e2eAffinity) {
+					if a != "on" && a != "off" {
+						b.Fatalf("-e2e.affinity: %q is neither on nor off", a)
+					}
+					h.scenarios = append(h.scenarios, scenario{
+						name: fmt.Sprintf("%s/transports=%d/affinity=%s", name, t, a), cfg: cfg, transports: t, affinity: a == "on",
+					})
+				}
 			}
 			for _, c := range list(*e2eCarriers) {
 				require.Contains(b, []string{"h2", "h1"}, c, "-e2e.carriers")
@@ -336,7 +348,7 @@ func (h *harness) measure(b *testing.B, sc scenario, impl e2e.Impl, round int) *
 	if h.pinned {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	}
-	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports, Carrier: sc.carrier}
+	pcfg := e2e.ProcessConfig{CPU: h.proxyCPU, CountSyscalls: h.perf, Env: h.childEnv, Transports: sc.transports, Carrier: sc.carrier, Affinity: sc.affinity}
 	if dir := *e2eCPUProfile; dir != "" {
 		require.NoError(b, os.MkdirAll(dir, 0o755))
 		pcfg.CPUProfile = filepath.Join(dir, fmt.Sprintf("%s-%s-%d.pprof", impl, strings.ReplaceAll(sc.name, "/", "-"), round))

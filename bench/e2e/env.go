@@ -208,15 +208,28 @@ func LoopbackPolicy() *policy.Policy {
 // the A/B switch for the batched writes toward clients.
 const PlainQUICSocketEnv = "E2E_PLAIN_QUIC_SOCKET"
 
+// quicSocket is the socket masqroute's QUIC runs on: uc batched, as the
+// daemon does, unless E2E_PLAIN_QUIC_SOCKET=1 asks for the bare socket.
+func quicSocket(uc *net.UDPConn) (net.PacketConn, error) {
+	if os.Getenv(PlainQUICSocketEnv) == "1" {
+		return uc, nil
+	}
+	return proxy.BatchedQUICConn(uc)
+}
+
 func (e *Env) startMasqroute(c *devcert.Cert, cfg ServerConfig) (string, error) {
 	p, err := proxy.New(proxy.Config{
 		Policy: LoopbackPolicy(),
 		Logger: slog.New(slog.DiscardHandler),
+		// Every load connection comes from 127.0.0.1: the per-address
+		// limits would refuse -e2e.conns above their defaults.
+		MaxConnsPerAddr: -1,
+		NewConnsPerAddr: -1,
 	})
 	if err != nil {
 		return "", err
 	}
-	addr, err := e.serveMasqrouteQUIC(c, p, cfg.Transports)
+	addr, err := e.serveMasqrouteQUIC(c, p, cfg)
 	if err != nil || cfg.Carrier == "" || cfg.Carrier == "h3" {
 		return addr, err
 	}
@@ -253,9 +266,9 @@ func (e *Env) serveMasqrouteTCP(c *devcert.Cert, p *proxy.Proxy, addr, carrier s
 
 // serveMasqrouteQUIC serves p on HTTP/3: one socket, or transports steered
 // ones.
-func (e *Env) serveMasqrouteQUIC(c *devcert.Cert, p *proxy.Proxy, transports int) (string, error) {
-	if transports > 0 {
-		return e.startMasqrouteTransports(c, p, transports)
+func (e *Env) serveMasqrouteQUIC(c *devcert.Cert, p *proxy.Proxy, cfg ServerConfig) (string, error) {
+	if cfg.Transports > 0 {
+		return e.startMasqrouteTransports(c, p, cfg.Transports, cfg.Affinity)
 	}
 	tlsConf := c.ServerTLS()
 	tlsConf.NextProtos = []string{http3.NextProtoH3}
@@ -263,14 +276,10 @@ func (e *Env) serveMasqrouteQUIC(c *devcert.Cert, p *proxy.Proxy, transports int
 	if err != nil {
 		return "", err
 	}
-	// As the daemon does, unless -e2e.childenv E2E_PLAIN_QUIC_SOCKET=1
-	// asks for quic-go on the bare socket (one sendmsg per packet).
-	var pc net.PacketConn = uc
-	if os.Getenv(PlainQUICSocketEnv) != "1" {
-		if pc, err = proxy.BatchedQUICConn(uc); err != nil {
-			uc.Close()
-			return "", err
-		}
+	pc, err := quicSocket(uc)
+	if err != nil {
+		uc.Close()
+		return "", err
 	}
 	tr := &quic.Transport{Conn: pc}
 	p.ConfigureTransport(tr)

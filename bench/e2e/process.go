@@ -53,6 +53,8 @@ type ProcessConfig struct {
 	// Carrier is the server's ServerConfig.Carrier; the Env's client uses
 	// it too.
 	Carrier string
+	// Affinity is the server's ServerConfig.Affinity.
+	Affinity bool
 }
 
 // A Process is a proxy running in a process of its own (see ChildMain),
@@ -166,7 +168,7 @@ func startProcess(impl Impl, cfg ProcessConfig) (_ *Process, err error) {
 			return nil, err
 		}
 	}
-	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports, Carrier: cfg.Carrier})
+	child, err := json.Marshal(ChildConfig{Impl: impl, CPU: cfg.CPU, CPUProfile: cfg.CPUProfile, Transports: cfg.Transports, Carrier: cfg.Carrier, Affinity: cfg.Affinity})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -43,6 +44,10 @@ type ServerConfig struct {
 	// the Env's client use it; "" or "h3" is HTTP/3 alone. masqroute
 	// only.
 	Carrier string
+	// Affinity, with Transports, places each transport's tunnels on the
+	// executor worker of its index (proxy.WithWorker), as the daemon
+	// does; otherwise they are spread round-robin over the workers.
+	Affinity bool
 }
 
 // transportStats is what a multi-transport server counts per transport.
@@ -94,8 +99,9 @@ func (c strayCounter) RecordEvent(ev qlogwriter.Event) {
 
 func (strayCounter) Close() error { return nil }
 
-// startMasqrouteTransports serves p on n steered transports on 127.0.0.1.
-func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (string, error) {
+// startMasqrouteTransports serves p on n steered transports on 127.0.0.1,
+// each transport's tunnels on the worker of its index with affinity.
+func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int, affinity bool) (string, error) {
 	id, err := quiclb.RandomServerID()
 	if err != nil {
 		return "", errors.Join(err, p.Close())
@@ -117,6 +123,7 @@ func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (
 	qconf := p.QUICConfig(QUICConfig())
 	var trs []*quic.Transport
 	var lns []*quic.Listener
+	var batched []net.PacketConn
 	ctx, cancel := context.WithCancel(context.Background())
 	var loops, served sync.WaitGroup
 	closeAll := func() error {
@@ -130,14 +137,30 @@ func (e *Env) startMasqrouteTransports(c *devcert.Cert, p *proxy.Proxy, n int) (
 		for _, tr := range trs {
 			tr.Close()
 		}
-		return errors.Join(err, socks.Close())
+		err = errors.Join(err, socks.Close())
+		for _, pc := range batched {
+			_ = pc.Close() // stops its flusher; the socket is closed already
+		}
+		return err
 	}
 	for t, conn := range socks.Conns {
 		gen, err := quiclb.NewGenerator(quiclb.GeneratorConfig{ServerID: id, Transport: t})
 		if err != nil {
 			return "", errors.Join(err, closeAll())
 		}
-		tr := &quic.Transport{Conn: conn, ConnectionIDGenerator: gen, TokenGeneratorKey: &token, Tracer: strayCounter{&stats.stray[t]}}
+		pc, err := quicSocket(conn)
+		if err != nil {
+			return "", errors.Join(err, closeAll())
+		}
+		if pc != net.PacketConn(conn) {
+			batched = append(batched, pc)
+		}
+		tr := &quic.Transport{Conn: pc, ConnectionIDGenerator: gen, TokenGeneratorKey: &token, Tracer: strayCounter{&stats.stray[t]}}
+		if affinity {
+			tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+				return proxy.WithWorker(ctx, t), nil
+			}
+		}
 		p.ConfigureTransport(tr)
 		trs = append(trs, tr)
 		ln, err := tr.Listen(tlsConf, qconf)

@@ -3,10 +3,12 @@ package main
 // The daemon's QUIC sockets: -transports sockets on -listen with
 // SO_REUSEPORT, one quic.Transport each, all served by the one proxy; the
 // kernel steers each packet to its connection's transport by the transport
-// octet of the server's connection IDs (engine/quiclb). -server-id puts the
-// host's ID in every connection ID for a load balancer, -fleet-key-file
-// gives every host the same token and ticket keys and each its own reset
-// key, and -reuseport-group lets several instances share the address.
+// octet of the server's connection IDs (engine/quiclb), and the executor
+// runs the tunnels of transport i's connections on its worker i (mod
+// -workers). -server-id puts the host's ID in every connection ID for a
+// load balancer, -fleet-key-file gives every host the same token and ticket
+// keys and each its own reset key, and -reuseport-group lets several
+// instances share the address.
 
 import (
 	"context"
@@ -24,6 +26,7 @@ import (
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
 
+	"github.com/masqroute/masqroute/engine/proxy"
 	"github.com/masqroute/masqroute/engine/quiclb"
 )
 
@@ -34,6 +37,7 @@ type scaleConfig struct {
 	configRotation int
 	fleetKeyFile   string
 	reuseportGroup string
+	allow0RTT      bool
 }
 
 func (s *scaleConfig) flags(fs *flag.FlagSet) {
@@ -46,6 +50,8 @@ func (s *scaleConfig) flags(fs *flag.FlagSet) {
 		"lines of 64 hex digits (docs/scaling.md); turns stateless resets on, with a key per -server-id")
 	fs.StringVar(&s.reuseportGroup, "reuseport-group", "", "share -listen with other instances on this host through this `file` (their socket order),\n"+
 		"each with its own -server-id; the kernel steers by server ID (docs/scaling.md)")
+	fs.BoolVar(&s.allow0RTT, "allow-0rtt", false, "accept 0-RTT from clients that resume a TLS session; their requests are served only once the\n"+
+		"handshake has completed, so a replayed 0-RTT flight opens no tunnel (docs/scaling.md)")
 }
 
 func (s *scaleConfig) check() error {
@@ -133,6 +139,11 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		Help: "Packets a transport dropped for a connection ID it does not know: misrouted, or for a connection that is gone (not counted when a stateless reset answers them).",
 	}, []string{"transport"})
 	qc := d.proxy.QUICConfig(qconf)
+	// 0-RTT: quic-go's Listener (not ListenEarly) hands a connection to
+	// the proxy only after the handshake completed, which a replayed
+	// 0-RTT flight cannot do; its early requests wait in their streams
+	// until then.
+	qc.Allow0RTT = sc.allow0RTT
 	for i, conn := range s.socks.Conns {
 		gen, err := quiclb.NewGenerator(quiclb.GeneratorConfig{ServerID: s.serverID, Transport: i, ConfigRotation: sc.configRotation})
 		if err != nil {
@@ -143,7 +154,7 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		accepted := s.accepted.WithLabelValues(strconv.Itoa(i))
 		tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
 			accepted.Inc()
-			return ctx, nil
+			return proxy.WithWorker(ctx, i), nil // its tunnels on executor worker i mod -workers
 		}
 		d.proxy.ConfigureTransport(tr) // per-address limits first, then the count
 		s.trs = append(s.trs, tr)
@@ -160,7 +171,7 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		go func() { s.served <- d.proxy.Serve(ln) }()
 	}
 	d.log.Info("QUIC transports", "transports", len(s.trs), "steered", s.socks.Steered, "server_id", s.serverID.String(),
-		"fleet_keys", d.cfg.scale.fleetKeyFile != "", "reuseport_group", d.cfg.scale.reuseportGroup)
+		"fleet_keys", sc.fleetKeyFile != "", "reuseport_group", sc.reuseportGroup, "allow_0rtt", sc.allow0RTT)
 	return nil
 }
 

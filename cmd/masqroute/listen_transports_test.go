@@ -67,7 +67,7 @@ func TestTransportsServeEveryConnection(t *testing.T) {
 	require.NoError(t, os.WriteFile(keyFile, []byte(fleetKeys), 0o600))
 	d := startDaemon(t, "-self-signed", "-write-ca", caFile, "-listen", "127.0.0.1:0", "-log-format", "json",
 		"-metrics", "127.0.0.1:0", "-pprof", "", "-allow", es.Addr().Addr().String(),
-		"-transports", "2", "-server-id", "0x00000000000000a1", "-fleet-key-file", keyFile, "-shutdown-timeout", "1s")
+		"-transports", "2", "-workers", "2", "-server-id", "0x00000000000000a1", "-fleet-key-file", keyFile, "-shutdown-timeout", "1s")
 	started := startedRecord(t, d)
 	addr, metricsURL := started["listen"].(string), started["metrics"].(string)
 	tlsConf := trustCAs(t, caFile)
@@ -86,6 +86,11 @@ func TestTransportsServeEveryConnection(t *testing.T) {
 	require.Equal(t, float64(conns), t0+t1)
 	require.Positive(t, t0, "no connection on transport 0")
 	require.Positive(t, t1, "no connection on transport 1")
+	// One tunnel per connection, on the worker of its transport's index
+	// (round-robin would give 8 and 8, which an 8/8 split cannot tell
+	// apart: engine/proxy's TestWorkerAffinityPerTransport can).
+	require.Equal(t, t0, metricValue(t, body, `masqroute_datapath_worker_tunnels_placed_total{worker="0"}`), "tunnels on worker 0")
+	require.Equal(t, t1, metricValue(t, body, `masqroute_datapath_worker_tunnels_placed_total{worker="1"}`), "tunnels on worker 1")
 	for tr := range 2 {
 		require.Zero(t, metricValue(t, body, fmt.Sprintf(`masqroute_quic_transport_unknown_cid_total{transport="%d"}`, tr)))
 	}

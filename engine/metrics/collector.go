@@ -378,6 +378,17 @@ func dataPathFamilies() []family {
 	return []family{
 		gauge("datapath_workers", "Executor worker goroutines that run the tunnels' client-to-target batches.",
 			func(s *st) float64 { return float64(s.DataPath.Workers) }),
+		{
+			desc: newDesc("datapath_worker_tunnels_placed_total",
+				"Tunnels placed on each executor worker, by worker index: round-robin, or the worker of the QUIC transport their connection came in on.",
+				"worker"),
+			typ: prometheus.CounterValue,
+			read: func(s *st, emit emitFunc) {
+				for i, n := range s.DataPath.WorkerPlaced {
+					emit(float64(n), strconv.Itoa(i))
+				}
+			},
+		},
 		vector(prometheus.CounterValue, "datapath_wakeups_total",
 			"Data-path goroutines woken after parking, by goroutine: worker (executor), sender (a connection's outbound sender), "+
 				"poller (target-socket readiness).", "goroutine",

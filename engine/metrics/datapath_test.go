@@ -77,6 +77,11 @@ func TestCollectorDataPath(t *testing.T) {
 	}, 5*time.Second, time.Millisecond, "the worker's batches count every datagram")
 	require.Equal(t, float64(engine.DefaultWorkers()), value(t, fams, "masqroute_datapath_workers"))
 	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_wakeups_total", "goroutine=worker"), 1.0)
+	// The one tunnel was placed on the first worker (round-robin), and
+	// every worker has its series.
+	require.Equal(t, "COUNTER", fams["masqroute_datapath_worker_tunnels_placed_total"].GetType().String())
+	require.Len(t, fams["masqroute_datapath_worker_tunnels_placed_total"].GetMetric(), engine.DefaultWorkers())
+	require.Equal(t, 1.0, value(t, fams, "masqroute_datapath_worker_tunnels_placed_total", "worker=0"))
 	workerBatches := value(t, fams, "masqroute_datapath_batches_total", "goroutine=worker")
 	require.GreaterOrEqual(t, workerBatches, 1.0)
 	require.GreaterOrEqual(t, value(t, fams, "masqroute_datapath_batched_datagrams_total", "goroutine=worker"), float64(echoes))

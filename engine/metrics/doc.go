@@ -142,6 +142,7 @@
 // per daemon); they count the Linux data path and stay at 0 elsewhere.
 //
 //	masqroute_datapath_workers                  gauge    executor worker goroutines
+//	masqroute_datapath_worker_tunnels_placed_total{worker} counter  tunnels placed on each worker (round-robin, or by QUIC transport)
 //	masqroute_datapath_wakeups_total{goroutine} counter  parked goroutines woken: "worker", "sender", "poller"
 //	masqroute_datapath_batches_total{goroutine} counter  batches run: worker (a session's turn), sender, poller (a socket's read turn)
 //	masqroute_datapath_batched_datagrams_total{goroutine} counter  datagrams in them: "worker", "sender"

@@ -98,6 +98,9 @@ func TestEveryStatIsExposed(t *testing.T) {
 	next++
 	st.AuthRefused = map[string]uint64{"token_invalid": uint64(next)}
 	want[next] = "AuthRefused[token_invalid]"
+	next++
+	st.DataPath.WorkerPlaced = []uint64{0, uint64(next)}
+	want[next] = "DataPath.WorkerPlaced[1]"
 
 	got := map[float64]bool{}
 	for _, f := range families() {
@@ -109,7 +112,7 @@ func TestEveryStatIsExposed(t *testing.T) {
 		}
 		require.True(t, got[v], "proxy.Stats.%s is in no metric", name)
 	}
-	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol", "TCP", "Bind", "DataPath.QueueDelay"}, skipped,
+	require.Equal(t, []string{"Rejected", "AuthRefused", "Router", "DataPath", "TunnelsByProtocol", "OpenedByProtocol", "TCP", "Bind", "DataPath.WorkerPlaced", "DataPath.QueueDelay"}, skipped,
 		"fields of a kind this test does not fill")
 
 	// DataPath.QueueDelay is a histogram of its own: every count reaches it.

@@ -57,6 +57,26 @@ type shutdownHooks struct {
 	goAwaysSent func()
 }
 
+// workerKey is the context key of WithWorker.
+type workerKey struct{}
+
+// WithWorker returns ctx marked so that the tunnels of a QUIC connection
+// whose context it is run on executor worker i mod Config.Workers. Return
+// it from a quic.Transport's ConnContext: a server with one Transport per
+// core keeps each transport's connections on the worker of the same index
+// (docs/scaling.md). Connections without it are spread round-robin.
+func WithWorker(ctx context.Context, i int) context.Context {
+	return context.WithValue(ctx, workerKey{}, i)
+}
+
+// connPlacement is the placement WithWorker put on a connection's context.
+func connPlacement(ctx context.Context) engine.Placement {
+	if i, ok := ctx.Value(workerKey{}).(int); ok {
+		return engine.OnWorker(i)
+	}
+	return engine.Placement{}
+}
+
 // ServeConn serves one accepted QUIC connection until it closes. Its
 // quic.Config must enable datagrams (see QUICConfig). It is how an embedder
 // that runs its own quic.Listener hands connections to masqroute.
@@ -79,7 +99,7 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 		datagrams: qc.ConnectionState().SupportsDatagrams.Remote,
 	}
 	c.carrier = (*h3Carrier)(c)
-	p.addConnLocked(c, qc, func() uint64 { return qc.ConnectionStats().BytesReceived })
+	p.addConnLocked(c, qc, func() uint64 { return qc.ConnectionStats().BytesReceived }, connPlacement(qc.Context()))
 	p.mu.Unlock()
 	p.counters.connsAccepted.Add(1)
 	defer p.connsWG.Done()
@@ -114,10 +134,11 @@ func (p *Proxy) ServeConn(qc *quic.Conn) error {
 
 // addConnLocked gives c, whatever its carrier, its router, sender and
 // limits and adds it to the proxy's connections; out sends its HTTP/3
-// datagrams and received counts the bytes the client has sent it (for the
-// amplification bound). The caller holds p.mu and calls p.connsWG.Done once
-// the connection has ended and c.release has run.
-func (p *Proxy) addConnLocked(c *proxyConn, out engine.DatagramSender, received func() uint64) {
+// datagrams, received counts the bytes the client has sent it (for the
+// amplification bound) and placement picks the executor worker of its
+// tunnels. The caller holds p.mu and calls p.connsWG.Done once the
+// connection has ended and c.release has run.
+func (p *Proxy) addConnLocked(c *proxyConn, out engine.DatagramSender, received func() uint64, placement engine.Placement) {
 	p.startDataPathLocked()
 	c.router = engine.NewRouter(engine.Options{
 		Executor:      p.exec,
@@ -129,6 +150,7 @@ func (p *Proxy) addConnLocked(c *proxyConn, out engine.DatagramSender, received 
 		Hold:          p.cfg.Hold,
 		Sender:        out,
 		Logger:        p.log,
+		Placement:     placement,
 	})
 	c.sender = newSender(out, &p.counters)
 	if p.cfg.MaxAmplification > 0 {

@@ -22,6 +22,10 @@ type DataPathStats struct {
 	WorkerWakeups   uint64 // a parked worker woken by a producer: one goroutine wake-up each
 	WorkerTurns     uint64 // session turns run (one batch of up to engine.DefaultBatchSize each)
 	WorkerDatagrams uint64 // datagrams handed to session handlers on workers
+	// WorkerPlaced counts the tunnels placed on each worker, by worker
+	// index (round-robin, or the worker WithWorker chose); zeros for the
+	// workers to come before the first connection.
+	WorkerPlaced []uint64
 	// QueueDelay: sampled time from Dispatch to the worker turn that hands
 	// a datagram to its tunnel (engine.QueueDelay; one in max(64, 2 ×
 	// ring size) datagrams per tunnel).
@@ -73,7 +77,14 @@ func (p *Proxy) dataPathStats(exec *engine.Executor) DataPathStats {
 		d.WorkerWakeups = es.Wakeups
 		d.WorkerTurns = es.Turns
 		d.WorkerDatagrams = es.Datagrams
+		d.WorkerPlaced = es.Placed
 		d.QueueDelay = es.QueueDelay
+	} else {
+		n := p.cfg.Workers
+		if n <= 0 {
+			n = engine.DefaultWorkers()
+		}
+		d.WorkerPlaced = make([]uint64, n)
 	}
 	u, b := udpio.Stats(), &p.udpBase
 	d.TargetWriteSyscalls = u.WriteSyscalls - b.WriteSyscalls

@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
+	"github.com/masqroute/masqroute/engine"
 	"github.com/masqroute/masqroute/engine/internal/wire"
 )
 
@@ -170,7 +171,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		t := &tcpCarrier{c: c, nc: tc, s: l.s, releaseAddr: release}
 		c.carrier = t
 		tc.t = t
-		p.addConnLocked(c, t, tc.received.Load)
+		p.addConnLocked(c, t, tc.received.Load, engine.Placement{})
 		p.mu.Unlock()
 		p.counters.connsAccepted.Add(1)
 		return tc, nil

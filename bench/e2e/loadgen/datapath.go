@@ -54,8 +54,8 @@ const (
 // counter series, or "" for any other series.
 func dataPathKey(name string, labels map[string]string) string {
 	base, ok := strings.CutPrefix(name, "masqroute_datapath_")
-	if !ok || !strings.HasSuffix(base, "_total") {
-		return "" // gauges (workers, gso_disabled) say nothing per datagram
+	if !ok || !strings.HasSuffix(base, "_total") || base == "worker_tunnels_placed_total" {
+		return "" // gauges (workers, gso_disabled) and tunnel placements say nothing per datagram
 	}
 	key := strings.TrimSuffix(base, "_total")
 	for _, k := range slices.Sorted(maps.Keys(labels)) {

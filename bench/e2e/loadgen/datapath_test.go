@@ -80,6 +80,7 @@ func TestDataPathKeysMatchMetrics(t *testing.T) {
 		require.Contains(t, keys, dataPathKey(series.name, series.labels), series.name)
 	}
 	require.Empty(t, dataPathKey("masqroute_datapath_workers", nil))
+	require.Empty(t, dataPathKey("masqroute_datapath_worker_tunnels_placed_total", map[string]string{"worker": "0"}))
 	require.Empty(t, dataPathKey("masqroute_datagrams_total", map[string]string{"direction": "to_target"}))
 }
 
