@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -38,6 +39,7 @@ type scaleConfig struct {
 	fleetKeyFile   string
 	reuseportGroup string
 	allow0RTT      bool
+	batchWrites    bool
 }
 
 func (s *scaleConfig) flags(fs *flag.FlagSet) {
@@ -52,6 +54,8 @@ func (s *scaleConfig) flags(fs *flag.FlagSet) {
 		"each with its own -server-id; the kernel steers by server ID (docs/scaling.md)")
 	fs.BoolVar(&s.allow0RTT, "allow-0rtt", false, "accept 0-RTT from clients that resume a TLS session; their requests are served only once the\n"+
 		"handshake has completed, so a replayed 0-RTT flight opens no tunnel (docs/scaling.md)")
+	fs.BoolVar(&s.batchWrites, "batch-writes", true, "send quic-go's packets toward clients in batches: one sendmmsg per flush, same-size runs to\n"+
+		"one client as UDP GSO (Linux; docs/architecture.md); false: one sendmsg per packet, as quic-go does")
 }
 
 func (s *scaleConfig) check() error {
@@ -78,7 +82,8 @@ type transportSet struct {
 	socks    *quiclb.Sockets
 	trs      []*quic.Transport
 	lns      []*quic.Listener
-	served   chan error // one result per listener's Serve
+	batched  []net.PacketConn // -batch-writes: socks.Conns wrapped, closed after them
+	served   chan error       // one result per listener's Serve
 
 	gauge    *prometheus.GaugeVec   // transports, by steered
 	accepted *prometheus.CounterVec // connection attempts, by transport
@@ -149,7 +154,14 @@ func (d *daemon) listen(tlsConf *tls.Config, qconf *quic.Config) error {
 		if err != nil {
 			return err
 		}
-		tr := &quic.Transport{Conn: conn, ConnectionIDGenerator: gen, TokenGeneratorKey: tokenKey, StatelessResetKey: resetKey,
+		var pc net.PacketConn = conn
+		if sc.batchWrites {
+			if pc, err = proxy.BatchedQUICConn(conn); err != nil {
+				return err
+			}
+			s.batched = append(s.batched, pc)
+		}
+		tr := &quic.Transport{Conn: pc, ConnectionIDGenerator: gen, TokenGeneratorKey: tokenKey, StatelessResetKey: resetKey,
 			Tracer: unknownCIDs{s.unknown.WithLabelValues(strconv.Itoa(i))}}
 		accepted := s.accepted.WithLabelValues(strconv.Itoa(i))
 		tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
@@ -227,5 +239,8 @@ func (d *daemon) closeTransports() {
 	}
 	if err := s.socks.Close(); err != nil {
 		d.log.Warn("closing the QUIC sockets", "error", err)
+	}
+	for _, pc := range s.batched {
+		_ = pc.Close() // stops its flusher; socks.Close closed the socket
 	}
 }

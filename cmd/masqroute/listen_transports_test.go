@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,6 +94,14 @@ func TestTransportsServeEveryConnection(t *testing.T) {
 	require.Equal(t, t1, metricValue(t, body, `masqroute_datapath_worker_tunnels_placed_total{worker="1"}`), "tunnels on worker 1")
 	for tr := range 2 {
 		require.Zero(t, metricValue(t, body, fmt.Sprintf(`masqroute_quic_transport_unknown_cid_total{transport="%d"}`, tr)))
+	}
+	if runtime.GOOS == "linux" { // -batch-writes (default): quic-go's packets left through the flushers
+		packets := metricValue(t, body, `masqroute_datapath_datagrams_total{direction="to_client"}`)
+		require.GreaterOrEqual(t, packets, float64(conns*6), "every echo went back through a batched socket")
+		calls := metricValue(t, body, `masqroute_datapath_syscalls_total{direction="to_client"}`)
+		require.Positive(t, calls)
+		require.LessOrEqual(t, calls, packets)
+		require.Zero(t, metricValue(t, body, `masqroute_datapath_client_send_drops_total`))
 	}
 }
 

@@ -24,20 +24,25 @@ func TestCollectorDataPath(t *testing.T) {
 	require.Empty(t, problems)
 
 	types := map[string]string{
-		"masqroute_datapath_workers":                 "GAUGE",
-		"masqroute_datapath_wakeups_total":           "COUNTER",
-		"masqroute_datapath_batches_total":           "COUNTER",
-		"masqroute_datapath_batched_datagrams_total": "COUNTER",
-		"masqroute_datapath_sender_queue_full_total": "COUNTER",
-		"masqroute_datapath_poller_events_total":     "COUNTER",
-		"masqroute_datapath_poller_requeues_total":   "COUNTER",
-		"masqroute_datapath_syscalls_total":          "COUNTER",
-		"masqroute_datapath_datagrams_total":         "COUNTER",
-		"masqroute_datapath_empty_reads_total":       "COUNTER",
-		"masqroute_datapath_gso_sends_total":         "COUNTER",
-		"masqroute_datapath_gso_datagrams_total":     "COUNTER",
-		"masqroute_datapath_gso_refusals_total":      "COUNTER",
-		"masqroute_datapath_gso_disabled":            "GAUGE",
+		"masqroute_datapath_workers":                   "GAUGE",
+		"masqroute_datapath_wakeups_total":             "COUNTER",
+		"masqroute_datapath_batches_total":             "COUNTER",
+		"masqroute_datapath_batched_datagrams_total":   "COUNTER",
+		"masqroute_datapath_sender_queue_full_total":   "COUNTER",
+		"masqroute_datapath_poller_events_total":       "COUNTER",
+		"masqroute_datapath_poller_requeues_total":     "COUNTER",
+		"masqroute_datapath_syscalls_total":            "COUNTER",
+		"masqroute_datapath_datagrams_total":           "COUNTER",
+		"masqroute_datapath_empty_reads_total":         "COUNTER",
+		"masqroute_datapath_gso_sends_total":           "COUNTER",
+		"masqroute_datapath_gso_datagrams_total":       "COUNTER",
+		"masqroute_datapath_gso_refusals_total":        "COUNTER",
+		"masqroute_datapath_gso_disabled":              "GAUGE",
+		"masqroute_datapath_client_flushes_total":      "COUNTER",
+		"masqroute_datapath_client_gso_sends_total":    "COUNTER",
+		"masqroute_datapath_client_gso_packets_total":  "COUNTER",
+		"masqroute_datapath_client_send_drops_total":   "COUNTER",
+		"masqroute_datapath_client_gso_refusals_total": "COUNTER",
 	}
 	fams := gather(t, c)
 	for name, typ := range types {
@@ -49,7 +54,7 @@ func TestCollectorDataPath(t *testing.T) {
 		value(t, fams, "masqroute_datapath_wakeups_total", "goroutine="+g)
 		value(t, fams, "masqroute_datapath_batches_total", "goroutine="+g)
 	}
-	for _, d := range []string{"to_target", "from_target"} {
+	for _, d := range []string{"to_target", "from_target", "to_client"} {
 		value(t, fams, "masqroute_datapath_syscalls_total", "direction="+d)
 		value(t, fams, "masqroute_datapath_datagrams_total", "direction="+d)
 	}

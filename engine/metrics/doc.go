@@ -149,13 +149,18 @@
 //	masqroute_datapath_sender_queue_full_total  counter  replies dropped: the connection's outbound queue was full
 //	masqroute_datapath_poller_events_total      counter  readiness events the pollers collected
 //	masqroute_datapath_poller_requeues_total    counter  poller read turns that filled their batch
-//	masqroute_datapath_syscalls_total{direction} counter system calls on target sockets: "to_target", "from_target"
-//	masqroute_datapath_datagrams_total{direction} counter datagrams they carried, same directions
+//	masqroute_datapath_syscalls_total{direction} counter system calls on target sockets: "to_target", "from_target"; on batched QUIC sockets: "to_client"
+//	masqroute_datapath_datagrams_total{direction} counter datagrams they carried, same directions (to_client: QUIC packets queued)
 //	masqroute_datapath_empty_reads_total        counter  target-socket reads that found nothing (EAGAIN)
 //	masqroute_datapath_gso_sends_total          counter  UDP GSO sends (two or more datagrams in one message)
 //	masqroute_datapath_gso_datagrams_total      counter  datagrams in them
 //	masqroute_datapath_gso_refusals_total       counter  GSO sends the kernel refused (resent without GSO)
 //	masqroute_datapath_gso_disabled             gauge    1 once GSO is off for every socket
+//	masqroute_datapath_client_flushes_total     counter  queues of QUIC packets a batched QUIC socket's flusher sent
+//	masqroute_datapath_client_gso_sends_total   counter  sends toward clients carrying two or more QUIC packets (UDP GSO)
+//	masqroute_datapath_client_gso_packets_total counter  QUIC packets in them
+//	masqroute_datapath_client_send_drops_total  counter  QUIC packets the kernel refused (lost, to quic-go)
+//	masqroute_datapath_client_gso_refusals_total counter GSO sends toward clients refused (that socket then sends without GSO)
 //
 // The sender series read 0 until the per-connection outbound sender
 // fills them.
