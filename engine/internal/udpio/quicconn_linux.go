@@ -79,15 +79,20 @@ type quicMsg struct {
 
 // quicFlush is the flusher goroutine's state.
 type quicFlush struct {
-	q      *quicQueue // the one being sent
-	hdrs   [IdealBatchSize]unix.Mmsghdr
-	segs   [IdealBatchSize]uint8 // packets in hdrs[i]
-	iovs   [gsoMaxSegments * IdealBatchSize]unix.Iovec
-	ctrl   [IdealBatchSize][quicMaxOOB + 32]byte
-	n      int           // messages in hdrs
-	start  int           // first message not yet sent
-	errno  syscall.Errno // the last call's error: hdrs[start] failed
-	sendFn func(fd uintptr) bool
+	q     *quicQueue // the one being sent
+	hdrs  [IdealBatchSize]unix.Mmsghdr
+	segs  [IdealBatchSize]uint8 // packets in hdrs[i]
+	first [IdealBatchSize]int   // index of hdrs[i]'s first packet in pack's msgs
+	iovs  [gsoMaxSegments * IdealBatchSize]unix.Iovec
+	ctrl  [IdealBatchSize][quicMaxOOB + 32]byte
+	n     int           // messages in hdrs
+	start int           // first message not yet sent
+	errno syscall.Errno // the last call's error: hdrs[start] failed
+	// gsoFault, when non-zero, fails every GSO message with this errno,
+	// as a kernel that refuses it would. Only tests set it, before the
+	// first write.
+	gsoFault syscall.Errno
+	sendFn   func(fd uintptr) bool
 }
 
 // NewQUICConn wraps uc, which the QUICConn then owns. It starts the
@@ -247,7 +252,8 @@ func (c *QUICConn) sendQueue() {
 	stats.cl.flushes.Add(1)
 	stats.cl.packets.Add(uint64(len(q.msgs)))
 	for next := 0; next < len(q.msgs); {
-		next += f.pack(q, q.msgs[next:], c.gsoOn())
+		base := next
+		next += f.pack(q, q.msgs[base:], c.gsoOn())
 		for f.start = 0; f.start < f.n; {
 			if err := c.rc.Write(f.sendFn); err != nil { // the socket is closed
 				for i := f.start; i < f.n; i++ {
@@ -260,15 +266,18 @@ func (c *QUICConn) sendQueue() {
 			if f.errno == 0 {
 				continue
 			}
+			if refused, _ := gsoRefused(f.errno); refused && f.segs[f.start] > 1 {
+				// The kernel will not segment for this socket: GSO off
+				// here for good, and this run and the rest sent again
+				// without it.
+				c.noGSO.Store(true)
+				stats.cl.gsoRefusals.Add(1)
+				next = base + f.first[f.start]
+				break
+			}
 			// hdrs[start] failed alone: drop it (QUIC sees a loss) and go
 			// on with the rest.
 			stats.cl.dropped.Add(uint64(f.segs[f.start]))
-			if f.segs[f.start] > 1 {
-				if refused, _ := gsoRefused(f.errno); refused {
-					c.noGSO.Store(true)
-					stats.cl.gsoRefusals.Add(1)
-				}
-			}
 			f.start++
 		}
 	}
@@ -330,6 +339,7 @@ func (f *quicFlush) pack(q *quicQueue, msgs []quicMsg, gso bool) int {
 			h.SetControllen(0)
 		}
 		f.segs[f.n] = uint8(run)
+		f.first[f.n] = used
 		if run > 1 {
 			stats.cl.gsoSends.Add(1)
 			stats.cl.gsoPackets.Add(uint64(run))
@@ -342,6 +352,11 @@ func (f *quicFlush) pack(q *quicQueue, msgs []quicMsg, gso bool) int {
 
 // send is RawConn.Write's callback: one sendmmsg of hdrs[start:n].
 func (f *quicFlush) send(fd uintptr) bool {
+	if f.gsoFault != 0 && f.segs[f.start] > 1 {
+		stats.cl.syscalls.Add(1)
+		f.errno = f.gsoFault
+		return true
+	}
 	for {
 		stats.cl.syscalls.Add(1)
 		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,

@@ -270,3 +270,79 @@ func FuzzAppendOOB(f *testing.F) {
 		}
 	})
 }
+
+// TestQUICConnGSORefused: when the kernel refuses a GSO message, the socket
+// stops using GSO and sends that run again packet by packet: nothing lost.
+func TestQUICConnGSORefused(t *testing.T) {
+	if gsoDisabled.Load() {
+		t.Skip("no UDP GSO here")
+	}
+	c, rx := quicPair(t, "udp4", net.IPv4(127, 0, 0, 1))
+	c.flush.gsoFault = unix.EIO // before the first write: the flusher reads it after
+	to := rx.LocalAddr().(*net.UDPAddr)
+	before := Stats()
+	// The flusher may take a queue before a run has formed; write rounds
+	// until one GSO message was tried (the first is refused), each round
+	// arriving whole.
+	for round := 0; round < 50 && !c.noGSO.Load(); round++ {
+		var want [][]byte
+		for i := range 10 {
+			p := packet(round*100+i, 1000)
+			_, _, err := c.WriteMsgUDP(p, nil, to)
+			require.NoError(t, err)
+			want = append(want, p)
+		}
+		receive(t, rx, want)
+	}
+	after := Stats()
+	require.True(t, c.noGSO.Load(), "GSO off for this socket")
+	require.Equal(t, uint64(1), after.ClientGSORefusals-before.ClientGSORefusals)
+	require.Zero(t, after.ClientDropped-before.ClientDropped)
+	require.False(t, gsoDisabled.Load(), "the target sockets keep GSO")
+}
+
+// TestQUICConnCloseWhileWriting: Close during writes from several
+// goroutines ends every writer (queued or refused) and the flusher.
+func TestQUICConnCloseWhileWriting(t *testing.T) {
+	c, rx := quicPair(t, "udp4", net.IPv4(127, 0, 0, 1))
+	to := rx.LocalAddr().(*net.UDPAddr)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if _, _, err := c.WriteMsgUDP(packet(w*1_000_000+i, 1200), nil, to); err != nil {
+					require.ErrorIs(t, err, net.ErrClosed)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, c.Close())
+	wg.Wait()
+	select {
+	case <-c.finished:
+	default:
+		t.Fatal("the flusher is still running")
+	}
+}
+
+// TestPutSockaddr: the address is laid out for the socket's family, an
+// IPv4 address IPv4-mapped on an IPv6 socket.
+func TestPutSockaddr(t *testing.T) {
+	var sa [unix.SizeofSockaddrInet6]byte
+	v4 := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443}
+	require.Equal(t, uint32(unix.SizeofSockaddrInet4), putSockaddr(&sa, unix.AF_INET, v4))
+	r4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+	require.Equal(t, uint16(unix.AF_INET), r4.Family)
+	require.Equal(t, [4]byte{192, 0, 2, 1}, r4.Addr)
+	require.Equal(t, [2]byte{0x01, 0xbb}, *(*[2]byte)(unsafe.Pointer(&r4.Port)), "network byte order")
+
+	require.Equal(t, uint32(unix.SizeofSockaddrInet6), putSockaddr(&sa, unix.AF_INET6, v4))
+	r6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
+	require.Equal(t, uint16(unix.AF_INET6), r6.Family)
+	require.Equal(t, net.IPv4(192, 0, 2, 1).To16(), net.IP(r6.Addr[:]), "IPv4-mapped")
+
+	require.Zero(t, putSockaddr(&sa, unix.AF_INET, &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}), "an IPv6 address on an IPv4 socket")
+	require.Zero(t, putSockaddr(&sa, unix.AF_INET6, &net.UDPAddr{Port: 1}), "no address")
+}
