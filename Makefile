@@ -107,7 +107,7 @@ bench-e2e:
 
 # bench-report turns the saved results into docs/benchmarks.md and its charts.
 bench-report:
-	$(GO) run ./bench/cmd/benchreport -max-other 0.25 -intro docs/benchmarks-intro.md -out docs -md benchmarks.md -img img \
+	$(GO) run ./bench/cmd/benchreport -intro docs/benchmarks-intro.md -out docs -md benchmarks.md -img img \
 	  $(wildcard $(BENCH_OUT)/micro.txt $(BENCH_OUT)/micro-1m.txt $(BENCH_OUT)/e2e.txt)
 
 # fuzz runs every fuzz target of every package for FUZZTIME each. Crashers
