@@ -276,7 +276,17 @@ func TestExecutorPlacement(t *testing.T) {
 
 	// Turns run on the placed worker: worker 1's turn counter moves with
 	// the datagrams of a session placed there, worker 0's does not.
+	// The sessions registered above may still have a turn of their own
+	// queued on a loaded machine: snapshot once worker 0 has been still.
 	turns0 := exec.workers[0].turns.Load()
+	for still := 0; still < 5; {
+		time.Sleep(20 * time.Millisecond)
+		if n := exec.workers[0].turns.Load(); n == turns0 {
+			still++
+		} else {
+			turns0, still = n, 0
+		}
+	}
 	r1 := newTestRouter(t, Options{Executor: exec, Placement: OnWorker(1)})
 	defer r1.Close()
 	rec := newRecorder()
