@@ -209,9 +209,13 @@ func TestConnectIPPacketTooBig(t *testing.T) {
 	h := exchange(t, conn, req)
 	require.Equal(t, uint8(58), h.Proto, "ICMPv6")
 	require.Equal(t, a6, h.Dst)
-	st := env.proxy.Stats()
-	require.Equal(t, uint64(1), st.DropOversize)
-	require.Equal(t, uint64(1), st.ICMPToClient)
+	// Counted once the sender's SendDatagram returns, which can be after
+	// the client read the reply.
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		st := env.proxy.Stats()
+		assert.Equal(ct, uint64(1), st.DropOversize)
+		assert.Equal(ct, uint64(1), st.ICMPToClient)
+	}, 5*time.Second, time.Millisecond)
 }
 
 // Closing the client's tunnel tears it down in the router and frees its
@@ -359,10 +363,12 @@ func TestConnectIPSpoofedSourceAndTTL(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, byte(11), reply[h.HeaderLen], "Time Exceeded")
 
-	st := env.proxy.Stats()
-	require.Equal(t, uint64(1), st.DropSource)
-	require.Equal(t, uint64(1), st.DropHopLimit)
-	require.Equal(t, uint64(2), st.ICMPToClient)
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { // ICMPToClient: after SendDatagram returns
+		st := env.proxy.Stats()
+		assert.Equal(ct, uint64(1), st.DropSource)
+		assert.Equal(ct, uint64(1), st.DropHopLimit)
+		assert.Equal(ct, uint64(2), st.ICMPToClient)
+	}, 5*time.Second, time.Millisecond)
 }
 
 // recvIP waits for the next datagram, skipping the MTU probe (context ID 1).
