@@ -173,10 +173,6 @@ func (c *QUICConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, e
 	return len(b), len(oob), nil
 }
 
-// WriteTo sends p at once (quic-go writes through WriteMsgUDP; this is the
-// net.PacketConn method for anyone else).
-func (c *QUICConn) WriteTo(p []byte, addr net.Addr) (int, error) { return c.UDPConn.WriteTo(p, addr) }
-
 // Close sends what is queued, stops the flusher and closes the socket.
 func (c *QUICConn) Close() error {
 	c.mu.Lock()
