@@ -126,7 +126,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.template, "template", proxy.DefaultUDPTemplate, "CONNECT-UDP URI `template` (RFC 9298)")
 	fs.IntVar(&c.maxTunnelsPerConn, "max-tunnels-per-conn", proxy.DefaultMaxTunnelsPerConn, "tunnels per connection, pending and open (negative: unlimited)")
 	fs.IntVar(&c.maxTunnels, "max-tunnels", defaultMaxTunnels, "tunnels across all connections (0: unlimited)")
-	fs.IntVar(&c.maxConns, "max-conns", defaultMaxConns, "concurrent connections; more are closed at once (0: unlimited)")
+	fs.IntVar(&c.maxConns, "max-conns", defaultMaxConns, "concurrent connections, handshakes under way counting; more are refused before their handshake (0: unlimited)")
 	fs.IntVar(&c.maxConnsPerAddr, "max-conns-per-addr", proxy.DefaultMaxConnsPerAddr, "concurrent connections from one client address (IPv4, or IPv6 /64), refused before the\n"+
 		"handshake (negative: unlimited)")
 	fs.Float64Var(&c.newConnsPerAddr, "new-conns-per-addr", proxy.DefaultNewConnsPerAddr, "new connections per second from one client address, burst twice that; past half the burst\n"+

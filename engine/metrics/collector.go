@@ -184,7 +184,7 @@ func families() []family {
 			func(s *st) float64 { return float64(s.Conns) }),
 		counter("connections_accepted_total", "HTTP/3 connections accepted and served.",
 			func(s *st) uint64 { return s.ConnsAccepted }),
-		counter("connections_rejected_total", "Connections closed at once because the connection limit was reached.",
+		counter("connections_rejected_total", "Connections refused (before the handshake, on the daemon's transports; one per Initial handled) or closed at once because the connection limit was reached.",
 			func(s *st) uint64 { return s.ConnsRejected }),
 		vector(prometheus.CounterValue, "connections_refused_by_address_total",
 			"Connection attempts refused before the handshake by client address: rate (new connections/s), "+

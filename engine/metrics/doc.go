@@ -25,7 +25,7 @@
 //
 //	masqroute_connections                       gauge    HTTP/3 connections open now
 //	masqroute_connections_accepted_total        counter  connections accepted and served
-//	masqroute_connections_rejected_total        counter  connections closed at once at the connection limit
+//	masqroute_connections_rejected_total        counter  connections refused before the handshake (per Initial) or closed at once at the connection limit
 //	masqroute_connections_refused_by_address_total{reason} counter  attempts refused before the handshake by client address: rate, concurrent, table_full
 //	masqroute_retries_total                     counter  Retries asked for to verify a client address (under load)
 //

@@ -205,20 +205,24 @@ func (l *addrLimiter) sweepLocked(now time.Time) {
 }
 
 // ConfigureTransport sets tr's VerifySourceAddress and ConnContext so that
-// connections from one client address are limited by
-// Config.MaxConnsPerAddr and Config.NewConnsPerAddr before their handshake
-// completes (addrlimit.go). Call it before tr.Listen; every transport
-// configured shares the proxy's per-address state. A ConnContext already
-// set on tr runs after the limits. With both limits off it changes nothing.
+// connections are limited before their handshake completes: per client
+// address by Config.MaxConnsPerAddr and Config.NewConnsPerAddr
+// (addrlimit.go), and in all by Config.MaxConns, handshakes under way
+// counting. One over a limit is refused with CONNECTION_REFUSED and never
+// costs the proxy a handshake. Call it before tr.Listen; every transport
+// configured shares the proxy's state. A ConnContext already set on tr
+// runs after the limits. With every limit off it changes nothing.
 func (p *Proxy) ConfigureTransport(tr *quic.Transport) {
-	l := p.addrs
-	if l == nil {
+	l, maxConns := p.addrs, int64(p.cfg.MaxConns)
+	if l == nil && maxConns <= 0 {
 		return
 	}
-	tr.VerifySourceAddress = l.verifySource
+	if l != nil {
+		tr.VerifySourceAddress = l.verifySource
+	}
 	next := tr.ConnContext
 	tr.ConnContext = func(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-		release, err := l.admit(info.RemoteAddr)
+		release, err := p.admitQUIC(info.RemoteAddr, maxConns)
 		if err != nil {
 			return nil, err
 		}
@@ -231,4 +235,32 @@ func (p *Proxy) ConfigureTransport(tr *quic.Transport) {
 		context.AfterFunc(ctx, release) // the context ends with the connection, or with its failed handshake
 		return ctx, nil
 	}
+}
+
+// errTooManyConns refuses a QUIC connection past Config.MaxConns.
+var errTooManyConns = errors.New("masqroute: connection limit reached")
+
+// admitQUIC admits a new QUIC connection from addr under the per-address
+// limits and maxConns (≤ 0: none), or says why not. release, called
+// once, gives back what it took.
+func (p *Proxy) admitQUIC(addr net.Addr, maxConns int64) (release func(), err error) {
+	releaseAddr := func() {}
+	if p.addrs != nil {
+		if releaseAddr, err = p.addrs.admit(addr); err != nil {
+			return nil, err
+		}
+	}
+	if maxConns <= 0 {
+		return releaseAddr, nil
+	}
+	if p.quicAdmitted.Add(1) > maxConns {
+		p.quicAdmitted.Add(-1)
+		releaseAddr()
+		p.counters.connsRejected.Add(1)
+		return nil, errTooManyConns
+	}
+	return func() {
+		p.quicAdmitted.Add(-1)
+		releaseAddr()
+	}, nil
 }

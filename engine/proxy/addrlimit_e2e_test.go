@@ -81,6 +81,31 @@ func TestAddrConcurrentLimit(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond, "room again once one closed")
 }
 
+// MaxConns on a configured transport refuses the connection past it before
+// its handshake, handshakes under way counting, and never serves it; a
+// closed one makes room again.
+func TestMaxConnsBeforeHandshake(t *testing.T) {
+	p, addr := startProxyTransport(t, proxy.Config{MaxConns: 2, MaxConnsPerAddr: -1, NewConnsPerAddr: -1})
+	first, err := dialQUIC(t, addr)
+	require.NoError(t, err)
+	_, err = dialQUIC(t, addr)
+	require.NoError(t, err)
+	_, err = dialQUIC(t, addr)
+	var te *quic.TransportError
+	require.ErrorAs(t, err, &te, "the third is refused in the handshake")
+	require.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+	require.Positive(t, p.Stats().ConnsRejected) // one per Initial quic-go handles
+	require.Eventually(t, func() bool { return p.Stats().ConnsAccepted >= 2 }, 5*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	require.EqualValues(t, 2, p.Stats().ConnsAccepted, "the refused one never reached the proxy")
+
+	first.CloseWithError(0, "")
+	require.Eventually(t, func() bool {
+		_, err := dialQUIC(t, addr)
+		return err == nil
+	}, 5*time.Second, 50*time.Millisecond, "room again once one closed")
+}
+
 // New connections per second from one address: past half the burst the
 // client is asked for a Retry (and passes it), past the burst it is
 // refused.

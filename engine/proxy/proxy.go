@@ -98,8 +98,11 @@ type Config struct {
 	MaxTunnelsPerConn int
 	// MaxTunnels bounds tunnels across all connections. 0 = unlimited.
 	MaxTunnels int
-	// MaxConns bounds concurrent connections; more are closed at once
-	// with H3_EXCESSIVE_LOAD. 0 = unlimited.
+	// MaxConns bounds concurrent connections. On a transport set up by
+	// ConfigureTransport, one past it is refused before its handshake
+	// (CONNECTION_REFUSED), handshakes under way counting; any other
+	// (ServeConn from an embedder's listener, ServeTCP) is closed once
+	// served, with H3_EXCESSIVE_LOAD (TCP: at accept). 0 = unlimited.
 	MaxConns int
 	// MaxConnsPerAddr bounds concurrent connections from one client
 	// address (IPv4, or IPv6 /64), and NewConnsPerAddr new connections per
@@ -197,12 +200,16 @@ type Proxy struct {
 	tcp         tcpCounters  // CONNECT (TCP) tunnels (connecttcp.go)
 	bind        bindCounters // Connect-UDP-Bind tunnels (udpbind.go)
 
-	tunnels  atomic.Int64 // live tunnels, for MaxTunnels
-	draining atomic.Bool
-	hooks    shutdownHooks           // nil outside tests (conn.go)
-	ip       *ipNet                  // nil unless CONNECT-IP is enabled
-	addrs    *addrLimiter            // per client address (addrlimit.go); nil: no limits
-	byProto  map[string]*protoCounts // fixed by New
+	tunnels atomic.Int64 // live tunnels, for MaxTunnels
+	// quicAdmitted counts the QUIC connections that ConfigureTransport's
+	// ConnContext let in, from their first Initial until their context
+	// ends: MaxConns before the handshake.
+	quicAdmitted atomic.Int64
+	draining     atomic.Bool
+	hooks        shutdownHooks           // nil outside tests (conn.go)
+	ip           *ipNet                  // nil unless CONNECT-IP is enabled
+	addrs        *addrLimiter            // per client address (addrlimit.go); nil: no limits
+	byProto      map[string]*protoCounts // fixed by New
 	// maxCapsuleDatagram is the largest DATAGRAM capsule value a tunnel
 	// can use: the largest payload (UDP or IP) and a context ID.
 	maxCapsuleDatagram int
