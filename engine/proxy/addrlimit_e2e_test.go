@@ -64,6 +64,15 @@ func dialQUIC(t *testing.T, addr string) (*quic.Conn, error) {
 // limit; a closed one makes room again.
 func TestAddrConcurrentLimit(t *testing.T) {
 	p, addr := startProxyTransport(t, proxy.Config{MaxConnsPerAddr: 2, NewConnsPerAddr: 1000})
+	first := requireThirdRefused(t, addr)
+	require.Positive(t, p.Stats().AddrRefusedConcurrent) // one per Initial quic-go handles: a client may send more than one
+	requireRoomAfterClose(t, addr, first)
+}
+
+// requireThirdRefused dials addr three times: the first two connect, the
+// third is refused in its handshake. It returns the first.
+func requireThirdRefused(t *testing.T, addr string) *quic.Conn {
+	t.Helper()
 	first, err := dialQUIC(t, addr)
 	require.NoError(t, err)
 	_, err = dialQUIC(t, addr)
@@ -72,9 +81,14 @@ func TestAddrConcurrentLimit(t *testing.T) {
 	var te *quic.TransportError
 	require.ErrorAs(t, err, &te, "the third is refused in the handshake")
 	require.Equal(t, quic.ConnectionRefused, te.ErrorCode)
-	require.Positive(t, p.Stats().AddrRefusedConcurrent) // one per Initial quic-go handles: a client may send more than one
+	return first
+}
 
-	first.CloseWithError(0, "")
+// requireRoomAfterClose closes c and checks that a new dial to addr then
+// succeeds.
+func requireRoomAfterClose(t *testing.T, addr string, c *quic.Conn) {
+	t.Helper()
+	c.CloseWithError(0, "")
 	require.Eventually(t, func() bool {
 		_, err := dialQUIC(t, addr)
 		return err == nil
@@ -86,24 +100,12 @@ func TestAddrConcurrentLimit(t *testing.T) {
 // closed one makes room again.
 func TestMaxConnsBeforeHandshake(t *testing.T) {
 	p, addr := startProxyTransport(t, proxy.Config{MaxConns: 2, MaxConnsPerAddr: -1, NewConnsPerAddr: -1})
-	first, err := dialQUIC(t, addr)
-	require.NoError(t, err)
-	_, err = dialQUIC(t, addr)
-	require.NoError(t, err)
-	_, err = dialQUIC(t, addr)
-	var te *quic.TransportError
-	require.ErrorAs(t, err, &te, "the third is refused in the handshake")
-	require.Equal(t, quic.ConnectionRefused, te.ErrorCode)
+	first := requireThirdRefused(t, addr)
 	require.Positive(t, p.Stats().ConnsRejected) // one per Initial quic-go handles
 	require.Eventually(t, func() bool { return p.Stats().ConnsAccepted >= 2 }, 5*time.Second, time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	require.EqualValues(t, 2, p.Stats().ConnsAccepted, "the refused one never reached the proxy")
-
-	first.CloseWithError(0, "")
-	require.Eventually(t, func() bool {
-		_, err := dialQUIC(t, addr)
-		return err == nil
-	}, 5*time.Second, 50*time.Millisecond, "room again once one closed")
+	requireRoomAfterClose(t, addr, first)
 }
 
 // New connections per second from one address: past half the burst the
