@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/masqroute/masqroute/engine/internal/h3"
 	"github.com/masqroute/masqroute/engine/internal/template"
@@ -114,7 +115,44 @@ func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
 	p.tcp.opened.Add(1)
 	p.tcp.live.Add(1)
 	defer p.tcp.live.Add(-1)
-	p.spliceTCP(st, tc)
+	t := &tcpTunnel{target: tc.RemoteAddr().String(), client: r.RemoteAddr, started: time.Now()}
+	if s, ok := st.(*h3TCPStream); ok {
+		t.stream = uint64(s.str.StreamID())
+	}
+	p.liveTunnels.Store(t, struct{}{}) // observe.go
+	aborted := p.spliceTCP(st, tc, t)
+	p.liveTunnels.Delete(t)
+	if f := p.cfg.Hooks.TunnelEnded; f != nil {
+		ti := t.info(time.Now())
+		ti.CloseReason = "closed"
+		if aborted {
+			ti.CloseReason = "aborted"
+		}
+		f(ti)
+	}
+}
+
+// A tcpTunnel is one CONNECT (TCP) tunnel as Proxy.Tunnels and
+// Hooks.TunnelEnded show it.
+type tcpTunnel struct {
+	stream         uint64 // the request stream's ID over HTTP/3; 0 over HTTP/2 and HTTP/1.1, where net/http does not tell it
+	target, client string
+	started        time.Time
+	toTargetBytes  atomic.Uint64
+	toClientBytes  atomic.Uint64
+}
+
+func (t *tcpTunnel) info(now time.Time) TunnelInfo {
+	return TunnelInfo{
+		Stream:        t.stream,
+		Kind:          KindConnectTCP,
+		Target:        t.target,
+		Client:        t.client,
+		Started:       t.started,
+		Duration:      now.Sub(t.started),
+		ToTargetBytes: t.toTargetBytes.Load(),
+		ToClientBytes: t.toClientBytes.Load(),
+	}
 }
 
 // openTCP checks, admits and dials a CONNECT request and answers 200, or
@@ -211,11 +249,13 @@ type tcpTarget interface {
 
 // spliceTCP copies both directions until both have ended; see the top of
 // the file. The first error in either direction aborts the tunnel at once,
-// which unblocks the other. It closes tc.
-func (p *Proxy) spliceTCP(st byteStream, tc tcpTarget) {
+// which unblocks the other. It closes tc, and reports whether the tunnel
+// was aborted.
+func (p *Proxy) spliceTCP(st byteStream, tc tcpTarget, t *tcpTunnel) (aborted bool) {
 	var abortOnce sync.Once
 	abort := func() {
 		abortOnce.Do(func() {
+			aborted = true
 			p.tcp.aborted.Add(1)
 			tc.Close()
 			st.Abort()
@@ -224,20 +264,21 @@ func (p *Proxy) spliceTCP(st byteStream, tc tcpTarget) {
 	down := make(chan struct{})
 	go func() {
 		defer close(down)
-		if err := p.routineTCPToClient(st, tc); err != nil {
+		if err := p.routineTCPToClient(st, tc, t); err != nil {
 			abort()
 		}
 	}()
-	if err := p.copyTCPToTarget(st, tc); err != nil {
+	if err := p.copyTCPToTarget(st, tc, t); err != nil {
 		abort()
 	}
 	<-down
 	tc.Close()
+	return aborted
 }
 
 // copyTCPToTarget copies the client's bytes to the target; at the client's
 // FIN it half-closes the TCP connection and returns nil.
-func (p *Proxy) copyTCPToTarget(st byteStream, tc tcpTarget) error {
+func (p *Proxy) copyTCPToTarget(st byteStream, tc tcpTarget, t *tcpTunnel) error {
 	buf := make([]byte, tcpCopyBuffer)
 	for {
 		n, err := st.Read(buf)
@@ -246,6 +287,7 @@ func (p *Proxy) copyTCPToTarget(st byteStream, tc tcpTarget) error {
 				return werr
 			}
 			p.tcp.toTargetBytes.Add(uint64(n))
+			t.toTargetBytes.Add(uint64(n))
 		}
 		if errors.Is(err, io.EOF) {
 			p.tcp.clientFIN.Add(1)
@@ -262,7 +304,7 @@ func (p *Proxy) copyTCPToTarget(st byteStream, tc tcpTarget) error {
 
 // routineTCPToClient copies the target's bytes to the client; at the
 // target's FIN it ends the stream's send side and returns nil.
-func (p *Proxy) routineTCPToClient(st byteStream, tc tcpTarget) error {
+func (p *Proxy) routineTCPToClient(st byteStream, tc tcpTarget, t *tcpTunnel) error {
 	buf := make([]byte, tcpCopyBuffer)
 	for {
 		n, err := tc.Read(buf)
@@ -271,6 +313,7 @@ func (p *Proxy) routineTCPToClient(st byteStream, tc tcpTarget) error {
 				return werr
 			}
 			p.tcp.toClientBytes.Add(uint64(n))
+			t.toClientBytes.Add(uint64(n))
 		}
 		if errors.Is(err, io.EOF) {
 			p.tcp.targetFIN.Add(1)

@@ -264,6 +264,70 @@ func TestConnectTCPTargetReset(t *testing.T) {
 	}
 }
 
+// TestConnectTCPInTunnels: a CONNECT (TCP) tunnel is listed by Tunnels
+// with its target and byte counts while open, over each carrier, and
+// reaches Hooks.TunnelEnded when it ends: "closed" after a FIN each way,
+// "aborted" after the target's reset.
+func TestConnectTCPInTunnels(t *testing.T) {
+	for _, carrier := range tcpCarriers {
+		t.Run(carrier, func(t *testing.T) {
+			ended := make(chan proxy.TunnelInfo, 2)
+			env := startProxy(t, proxy.Config{ConnectTCP: true, Hooks: proxy.Hooks{
+				TunnelEnded: func(ti proxy.TunnelInfo) { ended <- ti },
+			}})
+			c := env.dialOver(t, carrier)
+			target := tcpServer(t, tcpEcho)
+			tc := dialTCP(t, c, target)
+			_, err := tc.Write([]byte("hello"))
+			require.NoError(t, err)
+			b := make([]byte, 5)
+			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = io.ReadFull(tc, b)
+			require.NoError(t, err)
+			var live []proxy.TunnelInfo
+			require.Eventually(t, func() bool { // a count moves after the write that carried its bytes: the echo can be first
+				live = env.proxy.Tunnels()
+				return len(live) == 1 && live[0].ToTargetBytes == 5 && live[0].ToClientBytes == 5
+			}, 5*time.Second, time.Millisecond, "live: %+v", live)
+			require.Equal(t, proxy.KindConnectTCP, live[0].Kind)
+			require.Equal(t, target, live[0].Target)
+			require.NotEmpty(t, live[0].Client)
+			require.Zero(t, live[0].ToTarget, "bytes, not datagrams")
+			require.Empty(t, live[0].CloseReason)
+
+			require.NoError(t, tc.CloseWrite())
+			_, err = io.ReadAll(tc) // to the target's FIN
+			require.NoError(t, err)
+			select {
+			case ti := <-ended:
+				require.Equal(t, "closed", ti.CloseReason)
+				require.Equal(t, proxy.KindConnectTCP, ti.Kind)
+				require.Equal(t, uint64(5), ti.ToTargetBytes)
+				require.Equal(t, uint64(5), ti.ToClientBytes)
+				require.Positive(t, ti.Duration)
+			case <-time.After(5 * time.Second):
+				t.Fatal("TunnelEnded not called")
+			}
+			require.Empty(t, env.proxy.Tunnels())
+
+			reset := tcpServer(t, func(tc *net.TCPConn) {
+				tc.Read(make([]byte, 1))
+				tc.SetLinger(0) // Close sends RST
+			})
+			tc = dialTCP(t, c, reset)
+			_, err = tc.Write([]byte("x"))
+			require.NoError(t, err)
+			select {
+			case ti := <-ended:
+				require.Equal(t, "aborted", ti.CloseReason)
+				require.Equal(t, reset, ti.Target)
+			case <-time.After(5 * time.Second):
+				t.Fatal("TunnelEnded not called for the reset tunnel")
+			}
+		})
+	}
+}
+
 // TestConnectTCPSlowReader: a client that reads nothing while the target
 // sends as fast as it can. The proxy must stop reading the target once flow
 // control stops it (the target's writes stall), and hold no more than its

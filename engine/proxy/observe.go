@@ -17,8 +17,9 @@ import (
 // goroutines (never on the per-datagram path) and must not block.
 type Hooks struct {
 	// TunnelEnded is called once per tunnel served by MASQUEHandler,
-	// when its Handler has been closed. Replies still queued for the
-	// client at that moment are not in its counts.
+	// when its Handler has been closed (a CONNECT (TCP) tunnel: when both
+	// of its copy loops have ended). Replies still queued for the client
+	// at that moment are not in its counts.
 	TunnelEnded func(TunnelInfo)
 	// Refused is called for each request MASQUEHandler refused.
 	Refused func(Refusal)
@@ -32,18 +33,20 @@ type Hooks struct {
 // has ended (Hooks.TunnelEnded).
 type TunnelInfo struct {
 	Stream  uint64    // request stream ID
-	Kind    string    // :protocol (connect-udp, connect-ip, ...)
-	Target  string    // CONNECT-UDP: the resolved target; CONNECT-IP: the assigned addresses
+	Kind    string    // :protocol (connect-udp, connect-ip, ...); KindConnectTCP for a CONNECT (TCP) tunnel
+	Target  string    // CONNECT-UDP, CONNECT (TCP): the resolved target; CONNECT-IP: the assigned addresses
 	Client  string    // the client's address
 	Started time.Time // when the session started
 	// Duration is how long it has been open (or was, once ended).
 	Duration time.Duration
 	// Datagrams (CONNECT-UDP payloads or CONNECT-IP packets) and their
-	// bytes, each way.
+	// bytes, each way; a CONNECT (TCP) tunnel counts bytes only.
 	ToTarget, ToTargetBytes, ToClient, ToClientBytes uint64
 	Dropped                                          uint64 // every drop reason of the tunnel's own counters
 	// CloseReason says why it ended (closed, stream_reset, idle_timeout,
-	// connection_closed, or the error's text); "" while live.
+	// connection_closed, or the error's text; a CONNECT (TCP) tunnel:
+	// closed when both sides ended with a FIN, aborted otherwise); ""
+	// while live.
 	CloseReason string
 }
 
@@ -55,6 +58,16 @@ type Refusal struct {
 	Kind    string // :protocol as asked; may be empty
 	Client  string // the client's address
 }
+
+// A liveTunnel is an entry of Proxy.liveTunnels: a *requestHandler (a
+// session's tunnel) or a *tcpTunnel.
+type liveTunnel interface {
+	info(now time.Time) TunnelInfo
+}
+
+// KindConnectTCP is TunnelInfo.Kind of a CONNECT (TCP) tunnel, a classic
+// CONNECT, which has no :protocol.
+const KindConnectTCP = "connect"
 
 // tunnelCounts is how a tunnel's counters are found from its Handler:
 // CONNECT-UDP and CONNECT-IP tunnels embed a replyBook.
@@ -133,13 +146,13 @@ func closeReason(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
-// Tunnels returns a snapshot of the live tunnels served by MASQUEHandler,
-// oldest first.
+// Tunnels returns a snapshot of the live tunnels served by MASQUEHandler
+// (CONNECT-UDP, CONNECT-IP, CONNECT (TCP)), oldest first.
 func (p *Proxy) Tunnels() []TunnelInfo {
 	now := time.Now()
 	var out []TunnelInfo
 	p.liveTunnels.Range(func(k, _ any) bool {
-		out = append(out, k.(*requestHandler).info(now))
+		out = append(out, k.(liveTunnel).info(now))
 		return true
 	})
 	slices.SortFunc(out, func(a, b TunnelInfo) int { return a.Started.Compare(b.Started) })

@@ -233,8 +233,8 @@ type Proxy struct {
 	// ended.
 	foldedRouter engine.Stats
 
-	// liveTunnels holds MASQUEHandler's live tunnels (*requestHandler),
-	// for Tunnels (observe.go).
+	// liveTunnels holds MASQUEHandler's live tunnels (*requestHandler,
+	// *tcpTunnel), for Tunnels (observe.go).
 	liveTunnels sync.Map
 }
 
