@@ -107,10 +107,17 @@ func TestSoak(t *testing.T) {
 
 	// Resources back near the start. quic-go keeps a closed connection's
 	// state for a few seconds (its draining period), so the heap takes that
-	// long to come back down.
+	// long to come back down: right after a 1-minute soak it stood 6 MiB
+	// above its start, 5 s later below it (stop 18). A leak of a few bytes
+	// per tunnel over a soak's tens of thousands of tunnels passes 1 MiB.
+	// Under the race detector the loop below has seen the heap 3.5 MiB up
+	// when it first came under the bound: 8 MiB there, as before.
 	var goroutines, fds int
 	var heap uint64
-	const heapBound = 8 << 20
+	heapBound := uint64(1 << 20)
+	if proxy.RaceEnabled {
+		heapBound = 8 << 20
+	}
 	deadline = time.Now().Add(15 * time.Second)
 	for {
 		goroutines, fds, heap = resources()
@@ -122,7 +129,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("goroutines %d → %d, fds %d → %d, heap %d KiB → %d KiB", baseGoroutines, goroutines, baseFDs, fds, baseHeap>>10, heap>>10)
 	require.LessOrEqual(t, goroutines, baseGoroutines+2, "goroutines left behind")
 	require.LessOrEqual(t, fds, baseFDs+2, "file descriptors left open")
-	require.LessOrEqual(t, heap, baseHeap+heapBound, "live heap above its start + 8 MiB")
+	require.LessOrEqual(t, heap, baseHeap+heapBound, "live heap above its start + %d MiB", heapBound>>20)
 }
 
 // soakConn runs one connection: tunnels opened one after the other, each
