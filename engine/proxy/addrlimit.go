@@ -209,17 +209,19 @@ func (l *addrLimiter) sweepLocked(now time.Time) {
 // address by Config.MaxConnsPerAddr and Config.NewConnsPerAddr
 // (addrlimit.go), and in all by Config.MaxConns, handshakes under way
 // counting. One over a limit is refused with CONNECTION_REFUSED and never
-// costs the proxy a handshake. Call it before tr.Listen; every transport
-// configured shares the proxy's state. A ConnContext already set on tr
-// runs after the limits. With every limit off it changes nothing.
+// costs the proxy a handshake. Handshakes count from their first Initial,
+// so that spoofed Initials cannot hold every place while they time out,
+// a client must answer a Retry (proving its address) once half of
+// MaxConns is taken, as it must when the per-address table fills. Call it
+// before tr.Listen; every transport configured shares the proxy's state.
+// A ConnContext already set on tr runs after the limits. With every limit
+// off it changes nothing.
 func (p *Proxy) ConfigureTransport(tr *quic.Transport) {
 	l, maxConns := p.addrs, int64(p.cfg.MaxConns)
 	if l == nil && maxConns <= 0 {
 		return
 	}
-	if l != nil {
-		tr.VerifySourceAddress = l.verifySource
-	}
+	tr.VerifySourceAddress = func(a net.Addr) bool { return p.verifySource(a, maxConns) }
 	next := tr.ConnContext
 	tr.ConnContext = func(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 		release, err := p.admitQUIC(info.RemoteAddr, maxConns)
@@ -235,6 +237,17 @@ func (p *Proxy) ConfigureTransport(tr *quic.Transport) {
 		context.AfterFunc(ctx, release) // the context ends with the connection, or with its failed handshake
 		return ctx, nil
 	}
+}
+
+// verifySource is a configured transport's VerifySourceAddress: a Retry
+// once half of maxConns (> 0) is taken, or when the per-address limiter
+// asks for one.
+func (p *Proxy) verifySource(a net.Addr, maxConns int64) bool {
+	if maxConns > 0 && 2*p.quicAdmitted.Load() >= maxConns {
+		p.counters.limitRetries.Add(1)
+		return true
+	}
+	return p.addrs != nil && p.addrs.verifySource(a)
 }
 
 // errTooManyConns refuses a QUIC connection past Config.MaxConns.

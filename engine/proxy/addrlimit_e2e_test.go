@@ -96,16 +96,32 @@ func requireRoomAfterClose(t *testing.T, addr string, c *quic.Conn) {
 }
 
 // MaxConns on a configured transport refuses the connection past it before
-// its handshake, handshakes under way counting, and never serves it; a
-// closed one makes room again.
+// its handshake, handshakes under way counting, and never serves it; once
+// half of it is taken a new client must answer a Retry first (spoofed
+// Initials cannot hold the places); a closed one makes room again.
 func TestMaxConnsBeforeHandshake(t *testing.T) {
 	p, addr := startProxyTransport(t, proxy.Config{MaxConns: 2, MaxConnsPerAddr: -1, NewConnsPerAddr: -1})
 	first := requireThirdRefused(t, addr)
 	require.Positive(t, p.Stats().ConnsRejected) // one per Initial quic-go handles
+	require.Positive(t, p.Stats().AddrRetries, "the second and third were asked for a Retry")
 	require.Eventually(t, func() bool { return p.Stats().ConnsAccepted >= 2 }, 5*time.Second, time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	require.EqualValues(t, 2, p.Stats().ConnsAccepted, "the refused one never reached the proxy")
 	requireRoomAfterClose(t, addr, first)
+}
+
+// Under half of MaxConns no Retry is asked for; from half on, every new
+// connection answers one before its handshake.
+func TestMaxConnsRetryPastHalf(t *testing.T) {
+	p, addr := startProxyTransport(t, proxy.Config{MaxConns: 4, MaxConnsPerAddr: -1, NewConnsPerAddr: -1})
+	for range 2 {
+		_, err := dialQUIC(t, addr)
+		require.NoError(t, err)
+	}
+	require.Zero(t, p.Stats().AddrRetries, "two of four places: no Retry")
+	_, err := dialQUIC(t, addr)
+	require.NoError(t, err, "the third passes, after a Retry")
+	require.Positive(t, p.Stats().AddrRetries)
 }
 
 // New connections per second from one address: past half the burst the

@@ -100,7 +100,8 @@ type Config struct {
 	MaxTunnels int
 	// MaxConns bounds concurrent connections. On a transport set up by
 	// ConfigureTransport, one past it is refused before its handshake
-	// (CONNECTION_REFUSED), handshakes under way counting; any other
+	// (CONNECTION_REFUSED), handshakes under way counting, and past half of
+	// it a new client must answer a Retry first; any other
 	// (ServeConn from an embedder's listener, ServeTCP) is closed once
 	// served, with H3_EXCESSIVE_LOAD (TCP: at accept). 0 = unlimited.
 	MaxConns int

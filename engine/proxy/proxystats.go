@@ -16,6 +16,7 @@ import (
 type proxyCounters struct {
 	connsAccepted       atomic.Uint64
 	connsRejected       atomic.Uint64 // MaxConns
+	limitRetries        atomic.Uint64 // Retries asked for with half of MaxConns taken (addrlimit.go)
 	tunnelsOpened       atomic.Uint64
 	tunnelRefusedPolicy atomic.Uint64
 	tunnelFailDNS       atomic.Uint64
@@ -199,7 +200,8 @@ type Stats struct {
 	// Connection attempts refused by client address before their
 	// handshake (addrlimit.go): over NewConnsPerAddr, over
 	// MaxConnsPerAddr, or a new address with the table full; and Retries
-	// asked for.
+	// asked for (by the per-address limiter, or with half of MaxConns
+	// taken).
 	AddrRefusedRate, AddrRefusedConcurrent, AddrRefusedTableFull, AddrRetries uint64
 	Tunnels                                                                   int64             // tunnels now (pending and active)
 	TunnelsOpened                                                             uint64            // tunnels that got a 2xx
@@ -316,9 +318,11 @@ func (p *Proxy) Stats() Stats {
 		st.IPMTUAborts = n.c.mtuAborts.Load()
 		st.IPAddressesInUse = n.pool4.InUse() + n.pool6.InUse()
 	}
+	st.AddrRetries = p.counters.limitRetries.Load()
 	if l := p.addrs; l != nil {
 		st.AddrRefusedRate, st.AddrRefusedConcurrent = l.refusedRate.Load(), l.refusedConcurrent.Load()
-		st.AddrRefusedTableFull, st.AddrRetries = l.refusedTable.Load(), l.retries.Load()
+		st.AddrRefusedTableFull = l.refusedTable.Load()
+		st.AddrRetries += l.retries.Load()
 	}
 	return st
 }
