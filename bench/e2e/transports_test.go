@@ -35,3 +35,36 @@ func TestTransportsSpread(t *testing.T) {
 	require.Positive(t, shares[1])
 	require.Zero(t, res.Drops[e2e.StrayDrop], "a packet reached a transport without its connection")
 }
+
+// TestTransportsAffinity: with Affinity, a transport's tunnels go to the
+// executor worker of its index, as the daemon places them — on one
+// transport, every tunnel on worker 0; without it they are spread
+// round-robin over the workers.
+func TestTransportsAffinity(t *testing.T) {
+	for _, affinity := range []bool{true, false} {
+		env, err := e2e.StartWith(e2e.Masqroute, e2e.ServerConfig{Transports: 1, Affinity: affinity})
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := env.Run(ctx, loadgen.Config{
+			Tunnels: 8, Conns: 2, Size: 100, Window: 1,
+			Warmup: 20 * time.Millisecond, Duration: 100 * time.Millisecond, Drain: 100 * time.Millisecond,
+		})
+		cancel()
+		require.NoError(t, err)
+		require.Positive(t, res.Received)
+		placed := env.Proxy.Stats().DataPath.WorkerPlaced
+		require.NoError(t, env.Close())
+		if len(placed) < 2 {
+			t.Skipf("%d executor worker: nothing to place", len(placed))
+		}
+		t.Logf("affinity %v: tunnels placed per worker %v", affinity, placed)
+		if affinity {
+			require.Equal(t, uint64(8), placed[0])
+			for _, n := range placed[1:] {
+				require.Zero(t, n)
+			}
+		} else {
+			require.Less(t, placed[0], uint64(8), "round-robin leaves tunnels to the other workers")
+		}
+	}
+}

@@ -46,6 +46,7 @@ type config struct {
 	carrier   string // client.Carrier*: with -transport masque and -proxy
 	local     string
 	localTrs  int
+	localAff  bool
 	echo      bool
 	metrics   string
 	json      bool
@@ -75,6 +76,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.local, "local", "", "start `impl` in process on loopback and drive it: masqroute, baseline or rawquic")
 	fs.IntVar(&c.localTrs, "local-transports", 0, "with -local masqroute: serve on this many SO_REUSEPORT sockets steered by connection ID (0: one, 4-byte IDs);\n"+
 		"each of -conns dials from its own port, so the kernel spreads them: use -conns of 8 per transport or more")
+	fs.BoolVar(&c.localAff, "local-affinity", true, "with -local-transports: transport i's tunnels on executor worker i, as the daemon places them\n"+
+		"(false: round-robin over the workers)")
 	fs.BoolVar(&c.echo, "echo", false, "start a UDP echo target on 127.0.0.1 and use it as -target")
 	fs.StringVar(&c.metrics, "metrics", "", "the proxy's Prometheus `URL` (http://host:port/metrics): its counters are scraped before and after")
 	fs.BoolVar(&c.json, "json", false, "print the result as one JSON object")

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 func (c *config) drive(ctx context.Context, cfg loadgen.Config) (loadgen.Result, error) {
 	if c.local != "" {
 		impl, _ := e2e.ParseImpl(c.local) // checked by parseFlags
-		env, err := e2e.StartWith(impl, e2e.ServerConfig{Transports: c.localTrs})
+		env, err := e2e.StartWith(impl, e2e.ServerConfig{Transports: c.localTrs, Affinity: c.localAff && c.localTrs > 0})
 		if err != nil {
 			return loadgen.Result{}, err
 		}

@@ -29,10 +29,11 @@ func main() {
 	ca := flag.String("ca", "", "write the server's certificate (PEM) to this `file` for clients to trust")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this `file` until interrupted")
 	transports := flag.Int("transports", 0, "masqroute only: serve on this many SO_REUSEPORT sockets steered by connection ID (0: one, 4-byte IDs)")
+	affinity := flag.Bool("affinity", true, "with -transports: transport i's tunnels on executor worker i, as the daemon places them (false: round-robin over the workers)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout, *impl, *ca, *cpuprofile, *transports); err != nil {
+	if err := run(ctx, os.Stdout, *impl, *ca, *cpuprofile, e2e.ServerConfig{Transports: *transports, Affinity: *affinity && *transports > 0}); err != nil {
 		fmt.Fprintln(os.Stderr, "e2eserve:", err)
 		os.Exit(1)
 	}
@@ -40,12 +41,12 @@ func main() {
 
 // run serves until ctx is done, after printing the flags masqload needs to
 // out.
-func run(ctx context.Context, out io.Writer, implName, ca, cpuprofile string, transports int) error {
+func run(ctx context.Context, out io.Writer, implName, ca, cpuprofile string, sc e2e.ServerConfig) error {
 	impl, err := e2e.ParseImpl(implName)
 	if err != nil {
 		return err
 	}
-	env, err := e2e.StartWith(impl, e2e.ServerConfig{Transports: transports})
+	env, err := e2e.StartWith(impl, sc)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/masqroute/masqroute/bench/e2e"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,7 +26,7 @@ func TestServeUntilDone(t *testing.T) {
 		var out bytes.Buffer
 		ca := filepath.Join(dir, impl+".pem")
 		prof := filepath.Join(dir, impl+".prof")
-		require.NoError(t, run(ctx, &out, impl, ca, prof, 0))
+		require.NoError(t, run(ctx, &out, impl, ca, prof, e2e.ServerConfig{}))
 		require.Contains(t, out.String(), want)
 		pem, err := os.ReadFile(ca)
 		require.NoError(t, err)
@@ -33,5 +35,5 @@ func TestServeUntilDone(t *testing.T) {
 		require.NoError(t, err)
 		require.Positive(t, st.Size())
 	}
-	require.Error(t, run(context.Background(), &bytes.Buffer{}, "nginx", "", "", 0))
+	require.Error(t, run(context.Background(), &bytes.Buffer{}, "nginx", "", "", e2e.ServerConfig{}))
 }
