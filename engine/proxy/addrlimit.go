@@ -217,14 +217,13 @@ func (l *addrLimiter) sweepLocked(now time.Time) {
 // A ConnContext already set on tr runs after the limits. With every limit
 // off it changes nothing.
 func (p *Proxy) ConfigureTransport(tr *quic.Transport) {
-	l, maxConns := p.addrs, int64(p.cfg.MaxConns)
-	if l == nil && maxConns <= 0 {
+	if p.addrs == nil && p.cfg.MaxConns <= 0 {
 		return
 	}
-	tr.VerifySourceAddress = func(a net.Addr) bool { return p.verifySource(a, maxConns) }
+	tr.VerifySourceAddress = p.verifySource
 	next := tr.ConnContext
 	tr.ConnContext = func(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-		release, err := p.admitQUIC(info.RemoteAddr, maxConns)
+		release, err := p.admitQUIC(info.RemoteAddr)
 		if err != nil {
 			return nil, err
 		}
@@ -240,10 +239,10 @@ func (p *Proxy) ConfigureTransport(tr *quic.Transport) {
 }
 
 // verifySource is a configured transport's VerifySourceAddress: a Retry
-// once half of maxConns (> 0) is taken, or when the per-address limiter
-// asks for one.
-func (p *Proxy) verifySource(a net.Addr, maxConns int64) bool {
-	if maxConns > 0 && 2*p.quicAdmitted.Load() >= maxConns {
+// once half of MaxConns is taken, or when the per-address limiter asks
+// for one.
+func (p *Proxy) verifySource(a net.Addr) bool {
+	if maxConns := int64(p.cfg.MaxConns); maxConns > 0 && 2*p.quicAdmitted.Load() >= maxConns {
 		p.counters.limitRetries.Add(1)
 		return true
 	}
@@ -254,15 +253,16 @@ func (p *Proxy) verifySource(a net.Addr, maxConns int64) bool {
 var errTooManyConns = errors.New("masqroute: connection limit reached")
 
 // admitQUIC admits a new QUIC connection from addr under the per-address
-// limits and maxConns (≤ 0: none), or says why not. release, called
-// once, gives back what it took.
-func (p *Proxy) admitQUIC(addr net.Addr, maxConns int64) (release func(), err error) {
+// limits and MaxConns, or says why not. release, called once, gives back
+// what it took.
+func (p *Proxy) admitQUIC(addr net.Addr) (release func(), err error) {
 	releaseAddr := func() {}
 	if p.addrs != nil {
 		if releaseAddr, err = p.addrs.admit(addr); err != nil {
 			return nil, err
 		}
 	}
+	maxConns := int64(p.cfg.MaxConns)
 	if maxConns <= 0 {
 		return releaseAddr, nil
 	}

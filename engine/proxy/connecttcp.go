@@ -120,16 +120,11 @@ func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
 		t.stream = uint64(s.str.StreamID())
 	}
 	p.liveTunnels.Store(t, struct{}{}) // observe.go
-	aborted := p.spliceTCP(st, tc, t)
-	p.liveTunnels.Delete(t)
-	if f := p.cfg.Hooks.TunnelEnded; f != nil {
-		ti := t.info(time.Now())
-		ti.CloseReason = "closed"
-		if aborted {
-			ti.CloseReason = "aborted"
-		}
-		f(ti)
+	reason := "closed"
+	if p.spliceTCP(st, tc, t) {
+		reason = "aborted"
 	}
+	p.tunnelEnded(t, reason)
 }
 
 // A tcpTunnel is one CONNECT (TCP) tunnel as Proxy.Tunnels and

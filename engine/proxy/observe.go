@@ -118,13 +118,18 @@ func (h *requestHandler) opened(p *Proxy, stream uint64) {
 
 // closed unregisters h and reports its end; Close calls it.
 func (h *requestHandler) closed(reason error) {
-	if h.p == nil {
-		return
+	if h.p != nil {
+		h.p.tunnelEnded(h, closeReason(reason))
 	}
-	h.p.liveTunnels.Delete(h)
-	if f := h.p.cfg.Hooks.TunnelEnded; f != nil {
-		ti := h.info(time.Now())
-		ti.CloseReason = closeReason(reason)
+}
+
+// tunnelEnded takes t off the live list and reports its end to
+// Hooks.TunnelEnded with reason.
+func (p *Proxy) tunnelEnded(t liveTunnel, reason string) {
+	p.liveTunnels.Delete(t)
+	if f := p.cfg.Hooks.TunnelEnded; f != nil {
+		ti := t.info(time.Now())
+		ti.CloseReason = reason
 		f(ti)
 	}
 }
