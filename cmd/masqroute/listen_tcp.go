@@ -55,8 +55,18 @@ func (d *daemon) listenTCP(tlsConf *tls.Config) error {
 		d.log.Warn("HTTP/2 tunnels need GODEBUG=" + proxy.ExtendedConnectEnv + " at start: every extended CONNECT will be refused")
 	}
 	udp := d.ln.Addr().(*net.UDPAddr)
+	addr := net.JoinHostPort(udp.IP.String(), fmt.Sprint(udp.Port))
+	if d.cfg.scale.reuseportGroup == "" {
+		// SO_REUSEPORT would let this daemon join another process's
+		// listener on the port (same user) and take a share of its
+		// clients; a plain listen still fails against it. Members of a
+		// -reuseport-group share the port on purpose.
+		if err := checkTCPFree(addr); err != nil {
+			return fmt.Errorf("-h2/-h1: TCP port %d is in use by another listener: %w", udp.Port, err)
+		}
+	}
 	lc := net.ListenConfig{Control: reusePort}
-	ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(udp.IP.String(), fmt.Sprint(udp.Port)))
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("-h2/-h1: listen on TCP: %w", err)
 	}
@@ -66,6 +76,17 @@ func (d *daemon) listenTCP(tlsConf *tls.Config) error {
 	go func() { t.served <- d.proxy.ServeTCP(ln, tlsConf, opts) }()
 	d.log.Info("serving on TCP", "listen", ln.Addr().String(), "h2", d.cfg.h2, "h1", d.cfg.h1)
 	return nil
+}
+
+// checkTCPFree fails if a listener holds addr already. Go's listeners set
+// SO_REUSEADDR, so connections of an earlier run left in TIME_WAIT do not
+// make it fail.
+func checkTCPFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
 
 // closeTCP waits for ServeTCP, which the proxy's Shutdown or Close ended.
