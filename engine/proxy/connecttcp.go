@@ -115,10 +115,7 @@ func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
 	p.tcp.opened.Add(1)
 	p.tcp.live.Add(1)
 	defer p.tcp.live.Add(-1)
-	t := &tcpTunnel{target: tc.RemoteAddr().String(), client: r.RemoteAddr, started: time.Now()}
-	if s, ok := st.(*h3TCPStream); ok {
-		t.stream = uint64(s.str.StreamID())
-	}
+	t := &tcpTunnel{stream: st.streamID(), target: tc.RemoteAddr().String(), client: r.RemoteAddr, started: time.Now()}
 	p.liveTunnels.Store(t, struct{}{}) // observe.go
 	reason := "closed"
 	if p.spliceTCP(st, tc, t) {
@@ -130,7 +127,7 @@ func (p *Proxy) serveConnectTCP(w http.ResponseWriter, r *http.Request) {
 // A tcpTunnel is one CONNECT (TCP) tunnel as Proxy.Tunnels and
 // Hooks.TunnelEnded show it.
 type tcpTunnel struct {
-	stream         uint64 // the request stream's ID over HTTP/3; 0 over HTTP/2 and HTTP/1.1, where net/http does not tell it
+	stream         uint64 // byteStream.streamID
 	target, client string
 	started        time.Time
 	toTargetBytes  atomic.Uint64
@@ -234,6 +231,9 @@ type byteStream interface {
 	// Abort resets both directions (H3_CONNECT_ERROR); any goroutine may
 	// call it, while Read or Write block.
 	Abort()
+	// streamID is the request stream's ID for Proxy.Tunnels: 0 over
+	// HTTP/2, where net/http does not tell it.
+	streamID() uint64
 }
 
 // tcpTarget is the target side: *net.TCPConn, or a test's stand-in.
@@ -350,3 +350,5 @@ func (s *h3TCPStream) Abort() {
 	s.str.CancelRead(wire.ErrCodeConnectError)
 	s.str.CancelWrite(wire.ErrCodeConnectError)
 }
+
+func (s *h3TCPStream) streamID() uint64 { return uint64(s.str.StreamID()) }

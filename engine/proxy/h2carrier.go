@@ -128,3 +128,5 @@ func (s *h2TCPStream) Abort() {
 	s.rc.SetWriteDeadline(time.Unix(1, 0))
 	s.body.Close()
 }
+
+func (s *h2TCPStream) streamID() uint64 { return 0 }
